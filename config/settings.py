@@ -1,0 +1,163 @@
+"""Every setting of the service, read from the environment once and validated.
+
+A local ``.env`` file (see ``.env.example``) is loaded first; real environment variables win over it.
+Each bad value produces one clear line; all of them are reported together by :class:`SettingsError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from dotenv import dotenv_values
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MIN_SECRET_BYTES = 32
+DEV_SECRET_FILE = "dev-secret"  # noqa: S105 - a file name, not a secret
+
+Environment = Literal["development", "production", "test"]
+_ENVIRONMENTS: tuple[Environment, ...] = ("development", "production", "test")
+
+
+class SettingsError(Exception):
+    """Raised when one or more settings are invalid; ``problems`` holds one line per bad value."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The validated configuration. Build it with :meth:`from_env` (or :func:`get_settings`)."""
+
+    app_env: Environment = "development"
+    data_dir: Path = PROJECT_ROOT / "data"
+    database_url: str = ""
+    better_auth_secret: str = field(default="", repr=False)
+    jwt_user_claim: str = "sub"
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: int = 30
+    cors_origins: tuple[str, ...] = ()
+    log_level: str = "INFO"
+
+    @property
+    def is_production(self) -> bool:
+        """True when ``APP_ENV=production``: no generated secrets, no debug output."""
+        return self.app_env == "production"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, *, dotenv: Path | None = None) -> Settings:
+        """Read and validate settings.
+
+        ``environ`` defaults to ``os.environ``; values from ``dotenv`` (default ``.env`` in the project root,
+        only when ``environ`` is not given) fill in what the environment leaves unset.
+        """
+        if environ is None:
+            env_file = dotenv if dotenv is not None else PROJECT_ROOT / ".env"
+            file_values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+            environ = {**file_values, **os.environ}
+        problems: list[str] = []
+
+        def get(name: str) -> str:
+            return environ.get(name, "").strip()
+
+        app_env_raw = get("APP_ENV") or "development"
+        app_env: Environment = "development"
+        if app_env_raw in _ENVIRONMENTS:
+            app_env = app_env_raw  # type: ignore[assignment]
+        else:
+            problems.append(f"APP_ENV must be one of {', '.join(_ENVIRONMENTS)} (got {app_env_raw!r})")
+
+        data_dir = Path(get("DATA_DIR") or PROJECT_ROOT / "data")
+        if not data_dir.is_absolute():
+            data_dir = PROJECT_ROOT / data_dir
+
+        database_url = get("DATABASE_URL") or f"sqlite:///{data_dir / 'todo.db'}"
+        if not database_url.startswith(("sqlite", "postgres")):
+            problems.append("DATABASE_URL must start with sqlite://, postgres:// or postgresql://")
+
+        secret = environ.get("BETTER_AUTH_SECRET", "")
+        if app_env == "production":
+            if not secret:
+                problems.append("BETTER_AUTH_SECRET is required when APP_ENV=production")
+            elif len(secret.encode()) < MIN_SECRET_BYTES:
+                problems.append(
+                    f"BETTER_AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes when APP_ENV=production"
+                )
+
+        user_claim = get("JWT_USER_CLAIM") or "sub"
+
+        leeway = 30
+        leeway_raw = get("JWT_LEEWAY")
+        if leeway_raw:
+            if leeway_raw.isdigit() and int(leeway_raw) <= 300:
+                leeway = int(leeway_raw)
+            else:
+                problems.append(
+                    f"JWT_LEEWAY must be a whole number of seconds from 0 to 300 (got {leeway_raw!r})"
+                )
+
+        cors_origins: list[str] = []
+        for origin in filter(None, (o.strip() for o in get("CORS_ORIGINS").split(","))):
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                problems.append(
+                    f"CORS_ORIGINS entries must be '*' or start with http:// or https:// ({origin!r})"
+                )
+            cors_origins.append(origin.rstrip("/"))
+
+        log_level = (get("LOG_LEVEL") or "INFO").upper()
+        if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            problems.append(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL (got {log_level!r})")
+
+        if problems:
+            raise SettingsError(problems)
+        return cls(
+            app_env=app_env,
+            data_dir=data_dir,
+            database_url=database_url,
+            better_auth_secret=secret,
+            jwt_user_claim=user_claim,
+            jwt_issuer=get("JWT_ISSUER") or None,
+            jwt_audience=get("JWT_AUDIENCE") or None,
+            jwt_leeway_seconds=leeway,
+            cors_origins=tuple(cors_origins),
+            log_level=log_level,
+        )
+
+    def signing_secret(self) -> str:
+        """The HS256 secret: the configured one, or (outside production) a development secret.
+
+        The development secret is generated once and kept in ``DATA_DIR/dev-secret`` so that ``serve``,
+        every worker and ``createtoken`` agree. It is written to a temporary file and hard-linked into
+        place, so a reader never sees a half-written file and racing workers all end up with one value.
+        """
+        if self.better_auth_secret:
+            return self.better_auth_secret
+        if self.is_production:  # pragma: no cover - from_env refuses this combination
+            raise SettingsError(["BETTER_AUTH_SECRET is required when APP_ENV=production"])
+        path = self.data_dir / DEV_SECRET_FILE
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=".dev-secret-")
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_urlsafe(48))
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, path)
+            finally:
+                os.unlink(tmp)
+        return path.read_text().strip()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment (raises :class:`SettingsError`)."""
+    return Settings.from_env()

@@ -1,0 +1,1 @@
+"""Data layer: models, the owner-scoped repository, engine setup and alembic migrations."""

@@ -1,0 +1,186 @@
+"""The owner scope: one repository class that confines every statement to one owner's rows.
+
+This module is the only place in the code base that filters by user. Controllers and services build an
+``OwnedRepository`` for the authenticated user and never add owner filters themselves.
+
+How the scope is enforced (Advanced Alchemy 1.12):
+
+* Every read, count, exists, update and delete of ``SQLAlchemyAsyncRepository`` builds its statement
+  through ``_get_base_stmt``; overriding it adds ``WHERE <owner column> = :owner_id`` to all of them,
+  including statements that callers pass in through ``statement=``.
+* Inserts (``add``, ``add_many``) are stamped with the owner; a row that names another owner is refused.
+* Writes that copy attributes from caller data (``update``, ``update_many``, ``get_and_update``) refuse
+  data that names another owner, so a row can never be moved to someone else.
+* Operations that cannot be scoped raise :class:`OwnerScopeError`: the upserts (native ``ON CONFLICT``
+  bypasses the WHERE clause, and the fallback turns another owner's id into a conflict, an existence
+  oracle), composite-key ``delete_many``, and the repository cache (its keys ignore the owner).
+
+``tests/test_owned_repository.py`` enumerates every public method of this class and fails for any method
+it does not exercise with another owner's ids, so a method added by a future AA release cannot slip through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, NoReturn, TypeVar
+
+from advanced_alchemy.exceptions import RepositoryError, wrap_sqlalchemy_exception
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from sqlalchemy import ColumnElement, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
+from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.orm.strategy_options import _AbstractLoad
+
+from db.models import Task
+
+ModelT = TypeVar("ModelT", bound=Task)
+StatementT = TypeVar("StatementT")
+
+
+class OwnerScopeError(RepositoryError):
+    """An operation would reach outside the repository's owner; refused before touching the database."""
+
+
+class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
+    """A repository bound to one owner: it can only see, change, delete and create that owner's rows.
+
+    Subclasses set ``model_type``; ``owner_attribute`` names the owner column (default ``user_id``).
+    """
+
+    owner_attribute: ClassVar[str] = "user_id"
+
+    def __init__(
+        self,
+        *,
+        owner_id: str,
+        session: AsyncSession | async_scoped_session[AsyncSession],
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(owner_id, str) or not owner_id:
+            raise OwnerScopeError(detail="an owned repository needs a non-empty owner id")
+        if kwargs.get("cache_manager") is not None:
+            raise OwnerScopeError(detail="an owned repository cannot be cached: cache keys ignore the owner")
+        super().__init__(session=session, **kwargs)
+        self.owner_id = owner_id
+        # AA also picks a cache manager up from ``session.info``; its keys ignore the owner, so never use one.
+        self._cache_manager = None
+
+    @property
+    def owner_column(self) -> InstrumentedAttribute[str]:
+        """The model attribute that holds the owner id."""
+        column: InstrumentedAttribute[str] = getattr(self.model_type, self.owner_attribute)
+        return column
+
+    # -- the one hook every read, count, update and delete goes through ------------------------------------
+
+    def _get_base_stmt(  # type: ignore[override]  # AA declares it static; the scope needs the owner.
+        self,
+        *,
+        statement: StatementT,
+        loader_options: list[_AbstractLoad] | None,
+        execution_options: dict[str, Any] | None,
+    ) -> StatementT:
+        statement = super()._get_base_stmt(
+            statement=statement,  # type: ignore[type-var]
+            loader_options=loader_options,
+            execution_options=execution_options,
+        )
+        scoped: StatementT = statement.where(self.owner_column == self.owner_id)  # type: ignore[attr-defined]
+        return scoped
+
+    # -- writes that take rows from the caller -------------------------------------------------------------
+
+    def _refuse_foreign(self, owner: object) -> None:
+        if owner is not None and owner != self.owner_id:
+            raise OwnerScopeError(detail="the data names another owner")
+
+    def _claim(self, instance: ModelT) -> ModelT:
+        """Stamp the owner on a new row, refusing one that names another owner."""
+        self._refuse_foreign(getattr(instance, self.owner_attribute, None))
+        setattr(instance, self.owner_attribute, self.owner_id)
+        return instance
+
+    async def add(self, data: ModelT, **kwargs: Any) -> ModelT:
+        """Insert ``data`` as a row of this owner."""
+        return await super().add(self._claim(data), **kwargs)
+
+    async def add_many(self, data: list[ModelT], **kwargs: Any) -> list[ModelT]:
+        """Insert every row of ``data`` as a row of this owner."""
+        return list(await super().add_many([self._claim(item) for item in data], **kwargs))
+
+    async def update(self, data: ModelT, **kwargs: Any) -> ModelT:
+        """Update this owner's row with the attributes set on ``data`` (found through the scoped ``get``)."""
+        self._refuse_foreign(getattr(data, self.owner_attribute, None))
+        return await super().update(data, **kwargs)
+
+    async def update_many(self, data: list[ModelT], **kwargs: Any) -> list[ModelT]:
+        """Bulk-update this owner's rows by primary key; rows of other owners are not touched."""
+        for item in data:
+            owner = (
+                item.get(self.owner_attribute)
+                if isinstance(item, Mapping)
+                else getattr(item, self.owner_attribute, None)
+            )
+            self._refuse_foreign(owner)
+        # The owner filter is extra WHERE criteria, which bulk UPDATE by primary key only accepts when it
+        # does not try to synchronize objects already in the session.
+        options = dict(kwargs.pop("execution_options", None) or {})
+        options.setdefault("synchronize_session", None)
+        options.setdefault("populate_existing", True)
+        return await super().update_many(data, execution_options=options, **kwargs)
+
+    async def get_and_update(self, *filters: ColumnElement[bool], **kwargs: Any) -> tuple[ModelT, bool]:
+        """Find one of this owner's rows and set attributes on it; refuses to set another owner."""
+        self._refuse_foreign(kwargs.get(self.owner_attribute))
+        return await super().get_and_update(*filters, **kwargs)
+
+    async def update_values(self, item_id: int, values: Mapping[str, Any]) -> ModelT:
+        """Set ``values`` on one of this owner's rows in one ``UPDATE … RETURNING`` statement.
+
+        Values may be SQL expressions (``{"completed": ~Task.completed}``), which makes read-modify-write
+        changes atomic. Raises ``NotFoundError`` when the row does not exist or belongs to another owner.
+        """
+        protected = {self.owner_attribute, *self.pk_attr_names} & set(values)
+        if protected:
+            raise OwnerScopeError(detail=f"cannot change {', '.join(sorted(protected))}")
+        statement = (
+            self._get_base_stmt(
+                statement=update(self.model_type),
+                loader_options=None,
+                execution_options={"synchronize_session": False, "populate_existing": True},
+            )
+            .where(self._build_pk_filter(item_id))
+            .values(**values)
+            .returning(self.model_type)
+        )
+        with wrap_sqlalchemy_exception(
+            error_messages=self.error_messages,
+            dialect_name=self._dialect.name,
+            wrap_exceptions=self.wrap_exceptions,
+        ):
+            instance = (await self.session.scalars(statement)).one_or_none()
+        return self.check_not_found(instance)
+
+    async def delete_many(self, item_ids: list[Any], **kwargs: Any) -> list[ModelT]:
+        """Delete this owner's rows among ``item_ids``; other owners' ids are skipped."""
+        if self.has_composite_pk and kwargs.get("id_attribute") is None:
+            self._unscoped("delete_many with a composite primary key")
+        return list(await super().delete_many(item_ids, **kwargs))
+
+    # -- operations that cannot be confined to one owner ----------------------------------------------------
+
+    @staticmethod
+    def _unscoped(operation: str) -> NoReturn:
+        raise OwnerScopeError(detail=f"{operation} cannot be confined to one owner and is disabled")
+
+    async def upsert(self, data: ModelT, **kwargs: Any) -> ModelT:
+        """Disabled: an upsert on another owner's id would become a conflict, revealing that it exists."""
+        self._unscoped("upsert")
+
+    async def upsert_many(self, data: list[ModelT], **kwargs: Any) -> list[ModelT]:
+        """Disabled: the native ``INSERT … ON CONFLICT DO UPDATE`` ignores the owner filter."""
+        self._unscoped("upsert_many")
+
+    async def get_or_upsert(self, *filters: Any, **kwargs: Any) -> tuple[ModelT, bool]:
+        """Disabled for the same reason as :meth:`upsert`."""
+        self._unscoped("get_or_upsert")

@@ -1,0 +1,91 @@
+"""Translate ``DATABASE_URL`` as people paste it into what SQLAlchemy's async drivers accept.
+
+Neon prints ``postgresql://user:pass@host/db?sslmode=require&channel_binding=require``. asyncpg rejects
+libpq-only query parameters (``sslmode`` raises ``TypeError`` inside ``connect()``), so they are turned
+into asyncpg connect arguments here, once, and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import URL, make_url
+
+# libpq ``sslmode`` values map one-to-one onto asyncpg's ``ssl`` argument.
+_SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+# libpq parameters with no asyncpg equivalent; asyncpg negotiates SCRAM itself.
+_DROPPED = frozenset({"channel_binding", "gssencmode", "target_session_attrs"})
+
+
+class DatabaseURLError(ValueError):
+    """``DATABASE_URL`` cannot be used; the message says why without echoing the password."""
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncDatabaseURL:
+    """A SQLAlchemy URL for an async driver plus the ``connect_args`` it needs."""
+
+    url: URL
+    connect_args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dialect(self) -> str:
+        """``postgresql`` or ``sqlite``."""
+        return self.url.get_backend_name()
+
+    def render(self) -> str:
+        """The URL with the password hidden, for logs and messages."""
+        return self.url.render_as_string(hide_password=True)
+
+
+def translate_database_url(raw: str) -> AsyncDatabaseURL:
+    """Turn a ``sqlite://``, ``postgres://`` or ``postgresql://`` URL into an async-driver URL."""
+    try:
+        url = make_url(raw.strip())
+    except Exception as exc:  # sqlalchemy raises ArgumentError; never echo the raw value (it has a password)
+        raise DatabaseURLError("DATABASE_URL is not a valid database URL") from exc
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return AsyncDatabaseURL(url.set(drivername="sqlite+aiosqlite"))
+    if backend not in {"postgres", "postgresql"}:
+        raise DatabaseURLError(f"DATABASE_URL: unsupported database {backend!r}; use PostgreSQL or SQLite")
+    if url.get_driver_name() not in {"", "asyncpg", "psycopg2", "psycopg"}:
+        raise DatabaseURLError(f"DATABASE_URL: unsupported driver {url.get_driver_name()!r}; use asyncpg")
+
+    query = dict(url.query)
+    connect_args: dict[str, Any] = {}
+    sslmode = _single(query.pop("sslmode", None), "sslmode")
+    if sslmode is not None:
+        if sslmode not in _SSL_MODES:
+            raise DatabaseURLError(f"DATABASE_URL: unknown sslmode {sslmode!r}")
+        connect_args["ssl"] = sslmode
+    timeout = _single(query.pop("connect_timeout", None), "connect_timeout")
+    if timeout is not None:
+        if not timeout.isdigit():
+            raise DatabaseURLError("DATABASE_URL: connect_timeout must be a whole number of seconds")
+        connect_args["timeout"] = int(timeout)
+    server_settings: dict[str, str] = {}
+    application_name = _single(query.pop("application_name", None), "application_name")
+    if application_name is not None:
+        server_settings["application_name"] = application_name
+    options = _single(query.pop("options", None), "options")
+    if options is not None:
+        # Neon's SNI fallback: ``options=endpoint%3Dep-xxx`` is a startup option, not a GUC to set.
+        server_settings["options"] = options
+    if server_settings:
+        connect_args["server_settings"] = server_settings
+    for name in _DROPPED:
+        query.pop(name, None)
+    return AsyncDatabaseURL(
+        url.set(drivername="postgresql+asyncpg", query=query),
+        connect_args,
+    )
+
+
+def _single(value: str | tuple[str, ...] | None, name: str) -> str | None:
+    if isinstance(value, tuple):
+        if len(set(value)) > 1:
+            raise DatabaseURLError(f"DATABASE_URL: {name} is given more than once")
+        return value[0] if value else None
+    return value

@@ -72,7 +72,7 @@ class Settings:
         app_env_raw = get("APP_ENV") or "development"
         app_env: Environment = "development"
         if app_env_raw in _ENVIRONMENTS:
-            app_env = app_env_raw  # type: ignore[assignment]
+            app_env = app_env_raw
         else:
             problems.append(f"APP_ENV must be one of {', '.join(_ENVIRONMENTS)} (got {app_env_raw!r})")
 

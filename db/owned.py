@@ -26,7 +26,7 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 
 from advanced_alchemy.exceptions import RepositoryError, wrap_sqlalchemy_exception
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import ColumnElement, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.orm.strategy_options import _AbstractLoad
@@ -129,7 +129,7 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
         options.setdefault("populate_existing", True)
         return await super().update_many(data, execution_options=options, **kwargs)
 
-    async def get_and_update(self, *filters: ColumnElement[bool], **kwargs: Any) -> tuple[ModelT, bool]:
+    async def get_and_update(self, *filters: Any, **kwargs: Any) -> tuple[ModelT, bool]:
         """Find one of this owner's rows and set attributes on it; refuses to set another owner."""
         self._refuse_foreign(kwargs.get(self.owner_attribute))
         return await super().get_and_update(*filters, **kwargs)

@@ -1,0 +1,1 @@
+"""The todo-backend Litestar application."""

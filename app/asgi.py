@@ -1,0 +1,76 @@
+"""The application factory: ``uvicorn app.asgi:create_app --factory`` (``manage.py serve`` does this)."""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+from advanced_alchemy.extensions.litestar import (
+    AsyncSessionConfig,
+    SQLAlchemyAsyncConfig,
+    SQLAlchemyPlugin,
+)
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.logging import LoggingConfig
+
+from app.auth.tokens import build_verifier
+from app.errors import exception_handlers
+from app.health import HealthController
+from app.openapi import docs_page, openapi_config
+from app.tasks.controller import TaskController
+from config.settings import Settings, SettingsError, get_settings
+from db.engine import create_engine
+
+
+def _version() -> str:
+    try:
+        return version("todo-backend")
+    except PackageNotFoundError:
+        return "0.1.0"
+
+
+def build_app(settings: Settings) -> Litestar:
+    """Assemble the application for ``settings``."""
+    database = SQLAlchemyAsyncConfig(
+        engine_instance=create_engine(settings.database_url),
+        session_config=AsyncSessionConfig(expire_on_commit=False),
+        # Routes commit explicitly before answering, so a failed commit is an error response, never a 2xx.
+        set_default_exception_handler=False,
+    )
+    cors = (
+        CORSConfig(
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Location"],
+            max_age=600,
+        )
+        if settings.cors_origins
+        else None
+    )
+    return Litestar(
+        route_handlers=[TaskController, HealthController, docs_page],
+        plugins=[SQLAlchemyPlugin(config=database)],
+        exception_handlers=exception_handlers,
+        openapi_config=openapi_config(_version()),
+        cors_config=cors,
+        state=State({"settings": settings, "token_verifier": build_verifier(settings)}),
+        logging_config=LoggingConfig(
+            root={"level": settings.log_level, "handlers": ["queue_listener"]},
+            log_exceptions="never",  # app.errors logs what matters, without request headers
+        ),
+        debug=False,
+    )
+
+
+def create_app() -> Litestar:
+    """Build the app from the environment; invalid settings stop the process with one line each."""
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return build_app(settings)

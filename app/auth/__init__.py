@@ -1,0 +1,1 @@
+"""Authentication: bearer JWT verification and the path-owner guard."""

@@ -1,0 +1,144 @@
+"""Token verification: the one place that decides whether a bearer token names a user.
+
+Today tokens are HS256 JWTs signed with the shared ``BETTER_AUTH_SECRET``. Verification sits behind the
+:class:`TokenVerifier` protocol so that a JWKS verifier (Better Auth's asymmetric keys) can be added
+beside :class:`SharedSecretVerifier` without touching the middleware or the routes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import timedelta
+from typing import Any, Protocol
+
+import jwt
+
+from config.settings import Settings
+from db.models import USER_ID_MAX_LENGTH
+
+# An allow-list, never taken from the token header: "none" and asymmetric algorithms are refused.
+SHARED_SECRET_ALGORITHMS = ("HS256",)
+MAX_TOKEN_LENGTH = 8192
+_BEARER = re.compile(r"Bearer[ ]+([A-Za-z0-9\-_.~+/]+=*)[ ]*", re.IGNORECASE)
+
+
+class InvalidTokenError(Exception):
+    """The credential is missing or not acceptable. ``str(exc)`` is safe to show: it never holds the token."""
+
+    def __init__(self, reason: str, *, missing: bool = False) -> None:
+        super().__init__(reason)
+        self.missing = missing
+
+
+class TokenVerifier(Protocol):
+    """Turns a raw token into the id of the user it was issued to, or raises :class:`InvalidTokenError`."""
+
+    async def verify(self, token: str) -> str:
+        """Verify ``token`` and return its user id."""
+        ...
+
+
+class SharedSecretVerifier:
+    """HS256 JWTs signed with a shared secret (what Better Auth backends share with their frontend)."""
+
+    def __init__(
+        self,
+        secret: str,
+        *,
+        user_claim: str = "sub",
+        issuer: str | None = None,
+        audience: str | None = None,
+        leeway_seconds: int = 30,
+    ) -> None:
+        self._key = secret
+        self._user_claim = user_claim
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway_seconds
+        self._required = ["exp", user_claim]
+        if issuer:
+            self._required.append("iss")
+        if audience:
+            self._required.append("aud")
+
+    async def verify(self, token: str) -> str:
+        """Verify signature, algorithm, ``exp``/``nbf``/``iat``, and ``iss``/``aud`` when configured."""
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=list(SHARED_SECRET_ALGORITHMS),
+                issuer=self._issuer,
+                audience=self._audience,
+                leeway=self._leeway,
+                options={
+                    "require": self._required,
+                    "verify_aud": self._audience is not None,
+                    "verify_iss": self._issuer is not None,
+                },
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise InvalidTokenError("The token has expired.") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise InvalidTokenError("The token is not valid yet.") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise InvalidTokenError(f"The token lacks the required {exc.claim!r} claim.") from exc
+        except (jwt.InvalidIssuerError, jwt.InvalidAudienceError) as exc:
+            raise InvalidTokenError("The token was issued by or for someone else.") from exc
+        except jwt.PyJWTError as exc:
+            raise InvalidTokenError("The token is malformed or its signature is invalid.") from exc
+        return user_id_from_claims(claims, self._user_claim)
+
+
+def user_id_from_claims(claims: dict[str, Any], claim: str) -> str:
+    """The user id in ``claim``: a non-empty printable string that fits the owner column."""
+    value = claims.get(claim)
+    if not isinstance(value, str) or not value or len(value) > USER_ID_MAX_LENGTH or not value.isprintable():
+        raise InvalidTokenError(f"The token's {claim!r} claim is not a valid user id.")
+    return value
+
+
+def build_verifier(settings: Settings) -> TokenVerifier:
+    """The verifier the settings ask for (the seam where JWKS verification will plug in)."""
+    return SharedSecretVerifier(
+        settings.signing_secret(),
+        user_claim=settings.jwt_user_claim,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_seconds=settings.jwt_leeway_seconds,
+    )
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token in an ``Authorization: Bearer <token>`` header (RFC 6750); nothing else is a credential."""
+    if not authorization:
+        raise InvalidTokenError("An 'Authorization: Bearer <token>' header is required.", missing=True)
+    if len(authorization) > MAX_TOKEN_LENGTH:
+        raise InvalidTokenError("The token is too long.")
+    match = _BEARER.fullmatch(authorization)
+    if match is None:
+        raise InvalidTokenError("The Authorization header must use the Bearer scheme.")
+    return match.group(1)
+
+
+async def verify_bearer_token(authorization: str | None, verifier: TokenVerifier) -> str:
+    """The user id for an ``Authorization`` header value, or :class:`InvalidTokenError`."""
+    return await verifier.verify(bearer_token(authorization))
+
+
+def issue_token(settings: Settings, user_id: str, expires_in: timedelta) -> str:
+    """A token for ``user_id``, signed with the configured (or development) secret (``createtoken``)."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        settings.jwt_user_claim: user_id,
+        "iat": now,
+        "exp": now + int(expires_in.total_seconds()),
+    }
+    if settings.jwt_user_claim != "sub":
+        claims["sub"] = user_id
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    return jwt.encode(claims, settings.signing_secret(), algorithm=SHARED_SECRET_ALGORITHMS[0])

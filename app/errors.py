@@ -1,0 +1,176 @@
+"""Error mapping: every error leaves the service as an RFC 9457 ``application/problem+json`` body.
+
+This is the one place that decides what a client is told when something fails. Bad input is a 4xx with
+the reason; database outages are a 503 with ``Retry-After``; anything unexpected is a bare 500 whose
+details go to the server log only, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from advanced_alchemy.exceptions import IntegrityError, NotFoundError, RepositoryError
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from db.owned import OwnerScopeError
+
+logger = logging.getLogger("app.errors")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_PREFIX = "urn:todo-backend:problem:"
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+class FieldError(msgspec.Struct):
+    """One invalid input value: where it is and what is wrong with it."""
+
+    field: str
+    message: str
+    source: str | None = None
+
+
+class ProblemDetail(msgspec.Struct, omit_defaults=True):
+    """An RFC 9457 problem details object."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+_SLUGS = {
+    400: "invalid-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    429: "too-many-requests",
+    500: "internal-error",
+    503: "service-unavailable",
+}
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    errors: list[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+    slug: str | None = None,
+) -> Response[ProblemDetail]:
+    """Build a problem+json response."""
+    body = ProblemDetail(
+        type=PROBLEM_TYPE_PREFIX + (slug or _SLUGS.get(status, "error")),
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        errors=errors,
+    )
+    return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=dict(headers or {}))
+
+
+def _field_errors(extra: Any) -> list[FieldError]:
+    """Litestar puts per-field messages in ``extra`` as ``[{"key", "message", "source"}]``."""
+    items = extra if isinstance(extra, list) else [extra] if isinstance(extra, dict) else []
+    errors: list[FieldError] = []
+    for item in items:
+        if isinstance(item, dict):
+            key = item.get("key")
+            source = getattr(item.get("source"), "value", item.get("source"))  # ParamType enum → "path"
+            errors.append(
+                FieldError(
+                    field=str(key) if key and key != "data" else "body",
+                    message=str(item.get("message", "invalid value")),
+                    source=str(source) if source else None,
+                )
+            )
+    return errors
+
+
+def _validation_detail(errors: list[FieldError], fallback: str) -> str:
+    if not errors:
+        return fallback or "The request is not valid."
+    return "; ".join(f"{e.field}: {e.message}" for e in errors)
+
+
+def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ProblemDetail]:
+    """Litestar's own HTTP errors (validation, auth, 404, 405, …) as problems."""
+    status = exc.status_code
+    headers = dict(exc.headers or {})
+    if isinstance(exc, ValidationException) or status == 400:
+        errors = _field_errors(exc.extra)
+        return problem(400, _validation_detail(errors, exc.detail), errors=errors or None, headers=headers)
+    if status >= 500:
+        logger.error("HTTP %s raised: %s", status, exc.detail)
+        detail = HTTPStatus(status).description
+    else:
+        detail = exc.detail or HTTPStatus(status).description
+    return problem(status, detail, headers=headers)
+
+
+def handle_repository_error(_: Request[Any, Any, Any], exc: RepositoryError) -> Response[ProblemDetail]:
+    """Data-layer errors: not found, conflicts, and database outages."""
+    if isinstance(exc, NotFoundError):
+        # The same answer whether the task never existed or belongs to someone else.
+        return problem(404, "Task not found.")
+    if isinstance(exc, IntegrityError):
+        return problem(409, "The change conflicts with the current state of the data.")
+    if isinstance(exc, OwnerScopeError):  # a programming error, never the client's doing
+        logger.error("owner scope violation refused: %s", exc.detail)
+        return problem(500, "The server could not complete the request.")
+    if _is_database_unavailable(exc):
+        return _database_unavailable(exc)
+    logger.error("repository error", exc_info=exc)
+    return problem(500, "The server could not complete the request.")
+
+
+def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[ProblemDetail]:
+    """Anything else: a database outage is a 503; the rest a bare 500 with details in the log only."""
+    if _is_database_unavailable(exc):
+        return _database_unavailable(exc)
+    logger.error("unhandled error", exc_info=exc)
+    return problem(500, "The server could not complete the request.")
+
+
+def _is_database_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it) says the database cannot be reached right now."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OperationalError | PoolTimeoutError | ConnectionError | TimeoutError):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, OSError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _database_unavailable(exc: BaseException) -> Response[ProblemDetail]:
+    logger.warning("database unavailable: %s", type(exc).__name__)
+    return problem(
+        503,
+        "The database is unavailable; retry shortly.",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
+exception_handlers: ExceptionHandlersMap = {
+    HTTPException: handle_http_exception,
+    RepositoryError: handle_repository_error,
+    Exception: handle_unexpected,
+}

@@ -1,0 +1,1 @@
+"""The tasks domain: routes and the schemas they take and give."""

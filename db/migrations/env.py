@@ -7,6 +7,7 @@ Called through ``db.schema`` (``manage.py migrate`` / ``makemigrations``), which
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -17,8 +18,15 @@ from db.models import metadata
 config = context.config
 
 
+def _skip_empty(_context: object, _revision: object, directives: list[Any]) -> None:
+    # ``makemigrations`` with no model changes writes nothing, like Django's "No changes detected".
+    if directives and directives[0].upgrade_ops.is_empty():
+        directives[:] = []
+
+
 def _configure(connection: Connection) -> None:
     context.configure(
+        process_revision_directives=_skip_empty,
         connection=connection,
         target_metadata=metadata,
         compare_type=True,

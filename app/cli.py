@@ -1,0 +1,195 @@
+"""``python manage.py``: the one door for people: migrations, the server, tokens and checks."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from datetime import timedelta
+
+import click
+import uvicorn
+from sqlalchemy import text
+
+from app.auth.tokens import InvalidTokenError, issue_token, user_id_from_claims
+from config.logging import uvicorn_log_config
+from config.settings import Settings, SettingsError, get_settings
+from db.engine import create_engine
+from db.schema import make_migration, pending_revisions, upgrade
+from db.url import DatabaseURLError, translate_database_url
+
+_DURATION = re.compile(r"(\d+)([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+CHECK_TIMEOUT_SECONDS = 5.0
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or exit with one line per bad value."""
+    try:
+        settings = get_settings()
+        translate_database_url(settings.database_url)
+    except SettingsError as exc:
+        for line in exc.problems:
+            click.secho(f"error: {line}", err=True, fg="red")
+        sys.exit(1)
+    except DatabaseURLError as exc:
+        click.secho(f"error: {exc}", err=True, fg="red")
+        sys.exit(1)
+    return settings
+
+
+async def _pending(settings: Settings) -> list[str]:
+    engine = create_engine(settings.database_url)
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+            return await pending_revisions(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _ping(settings: Settings) -> None:
+    engine = create_engine(settings.database_url)
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS), engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+
+
+def parse_duration(value: str) -> timedelta:
+    """``90s``, ``15m``, ``1h``, ``7d`` → a positive ``timedelta``."""
+    match = _DURATION.fullmatch(value.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise click.BadParameter("use a positive number and a unit: 90s, 15m, 1h or 7d")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """todo-backend: a multi-user task API. Settings come from the environment and .env."""
+
+
+@cli.command()
+@click.option("--revision", default="head", show_default=True, help="Revision to migrate to.")
+def migrate(revision: str) -> None:
+    """Apply migrations to DATABASE_URL."""
+    settings = load_settings()
+    database = translate_database_url(settings.database_url).render()
+    try:
+        upgrade(settings.database_url, revision)
+    except Exception as exc:  # alembic and the driver raise many types; report, never dump a trace
+        click.secho(f"error: migrating {database} failed: {type(exc).__name__}: {exc}", err=True, fg="red")
+        sys.exit(1)
+    click.echo(f"Database {database} is at revision {revision}.")
+
+
+@cli.command()
+@click.option("-m", "--message", required=True, help="What the migration does.")
+def makemigrations(message: str) -> None:
+    """Create a migration from model changes.
+
+    Compares the models with an up-to-date DATABASE_URL, like alembic autogenerate.
+    """
+    settings = load_settings()
+    pending = asyncio.run(_pending(settings))
+    if pending:
+        click.secho(
+            f"error: apply pending migrations first ({', '.join(pending)}): manage.py migrate", err=True
+        )
+        sys.exit(1)
+    path = make_migration(settings.database_url, message)
+    click.echo(f"Created {path}" if path else "No changes detected.")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="HOST", help="Interface to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), envvar="PORT")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    envvar="WEB_CONCURRENCY",
+    help="Processes.",
+)
+@click.option("--reload", is_flag=True, help="Restart on code changes (development; one process).")
+def serve(host: str, port: int, workers: int, reload: bool) -> None:
+    """Serve the API with uvicorn.
+
+    Warns when migrations are pending. Docs at /docs, schema at /schema/openapi.json.
+    """
+    settings = load_settings()
+    if reload and workers > 1:
+        raise click.UsageError("--reload runs one process; drop --workers")
+    try:
+        pending = asyncio.run(_pending(settings))
+    except Exception as exc:  # the server still starts; /health/ready reports the database
+        click.secho(f"warning: cannot read the migration state: {type(exc).__name__}", err=True, fg="yellow")
+    else:
+        if pending:
+            click.secho(
+                f"warning: {len(pending)} migration(s) not applied ({', '.join(pending)}); "
+                "run `python manage.py migrate`",
+                err=True,
+                fg="yellow",
+            )
+    settings.signing_secret()  # create the development secret once, before workers start
+    click.echo(f"Serving on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
+    uvicorn.run(
+        "app.asgi:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=None if reload else workers,
+        reload=reload,
+        log_config=uvicorn_log_config(settings.log_level),
+        server_header=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@cli.command()
+@click.argument("user_id")
+@click.option(
+    "--expires",
+    default="1h",
+    show_default=True,
+    callback=lambda _ctx, _param, value: parse_duration(value),
+    help="Lifetime: 90s, 15m, 1h, 7d.",
+)
+def createtoken(user_id: str, expires: timedelta) -> None:
+    """Print a bearer token for USER_ID.
+
+    Signed with BETTER_AUTH_SECRET (or the development secret in DATA_DIR).
+    """
+    settings = load_settings()
+    try:
+        user_id_from_claims({"sub": user_id}, "sub")
+    except InvalidTokenError:
+        raise click.BadParameter("must be 1 to 255 printable characters", param_hint="USER_ID") from None
+    click.echo(issue_token(settings, user_id, expires))
+
+
+@cli.command()
+def check() -> None:
+    """Check settings, database and migrations.
+
+    Exits non-zero when a setting is invalid, the database is unreachable or migrations are pending.
+    """
+    settings = load_settings()
+    database = translate_database_url(settings.database_url).render()
+    click.echo(f"settings: ok (APP_ENV={settings.app_env})")
+    try:
+        asyncio.run(_ping(settings))
+    except Exception as exc:
+        click.secho(f"database: cannot connect to {database}: {type(exc).__name__}", err=True, fg="red")
+        sys.exit(1)
+    click.echo(f"database: ok ({database})")
+    pending = asyncio.run(_pending(settings))
+    if pending:
+        click.secho(
+            f"migrations: {len(pending)} pending ({', '.join(pending)}); run `python manage.py migrate`",
+            err=True,
+        )
+        sys.exit(1)
+    click.echo("migrations: up to date")

@@ -16,7 +16,7 @@ from config.logging import uvicorn_log_config
 from config.settings import Settings, SettingsError, get_settings
 from db.engine import create_engine
 from db.schema import make_migration, pending_revisions, upgrade
-from db.url import DatabaseURLError, translate_database_url
+from db.url import translate_database_url
 
 _DURATION = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -26,16 +26,11 @@ CHECK_TIMEOUT_SECONDS = 5.0
 def load_settings() -> Settings:
     """Settings from the environment, or exit with one line per bad value."""
     try:
-        settings = get_settings()
-        translate_database_url(settings.database_url)
+        return get_settings()
     except SettingsError as exc:
         for line in exc.problems:
             click.secho(f"error: {line}", err=True, fg="red")
         sys.exit(1)
-    except DatabaseURLError as exc:
-        click.secho(f"error: {exc}", err=True, fg="red")
-        sys.exit(1)
-    return settings
 
 
 async def _pending(settings: Settings) -> list[str]:

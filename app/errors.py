@@ -8,6 +8,7 @@ details go to the server log only, never to the client.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -25,6 +26,7 @@ from db.owned import OwnerScopeError
 logger = logging.getLogger("app.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
 PROBLEM_TYPE_PREFIX = "urn:todo-backend:problem:"
 DATABASE_RETRY_AFTER_SECONDS = 5
 
@@ -87,15 +89,14 @@ def _field_errors(extra: Any) -> list[FieldError]:
     errors: list[FieldError] = []
     for item in items:
         if isinstance(item, dict):
-            key = item.get("key")
+            key = str(item.get("key") or "data")
+            message = str(item.get("message", "invalid value"))
             source = getattr(item.get("source"), "value", item.get("source"))  # ParamType enum → "path"
-            errors.append(
-                FieldError(
-                    field=str(key) if key and key != "data" else "body",
-                    message=str(item.get("message", "invalid value")),
-                    source=str(source) if source else None,
-                )
-            )
+            if key == "data":  # the body as a whole; msgspec names a missing field only in its message
+                missing = _MISSING_FIELD.search(message)
+                key = missing.group(1) if missing else "body"
+                source = "body"
+            errors.append(FieldError(field=key, message=message, source=str(source) if source else None))
     return errors
 
 

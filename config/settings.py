@@ -17,6 +17,8 @@ from typing import Literal
 
 from dotenv import dotenv_values
 
+from db.url import DatabaseURLError, translate_database_url
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_SECRET_BYTES = 32
 DEV_SECRET_FILE = "dev-secret"  # noqa: S105 - a file name, not a secret
@@ -81,8 +83,10 @@ class Settings:
             data_dir = PROJECT_ROOT / data_dir
 
         database_url = get("DATABASE_URL") or f"sqlite:///{data_dir / 'todo.db'}"
-        if not database_url.startswith(("sqlite", "postgres")):
-            problems.append("DATABASE_URL must start with sqlite://, postgres:// or postgresql://")
+        try:
+            translate_database_url(database_url)
+        except DatabaseURLError as exc:
+            problems.append(str(exc))
 
         secret = environ.get("BETTER_AUTH_SECRET", "")
         if app_env == "production":

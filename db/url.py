@@ -45,13 +45,16 @@ def translate_database_url(raw: str) -> AsyncDatabaseURL:
         url = make_url(raw.strip())
     except Exception as exc:  # sqlalchemy raises ArgumentError; never echo the raw value (it has a password)
         raise DatabaseURLError("DATABASE_URL is not a valid database URL") from exc
-    backend = url.get_backend_name()
+    # Read the scheme as text: SQLAlchemy's own lookup would try to load a "postgres" dialect and fail.
+    backend, _, driver = url.drivername.partition("+")
     if backend == "sqlite":
         return AsyncDatabaseURL(url.set(drivername="sqlite+aiosqlite"))
     if backend not in {"postgres", "postgresql"}:
-        raise DatabaseURLError(f"DATABASE_URL: unsupported database {backend!r}; use PostgreSQL or SQLite")
-    if url.get_driver_name() not in {"", "asyncpg", "psycopg2", "psycopg"}:
-        raise DatabaseURLError(f"DATABASE_URL: unsupported driver {url.get_driver_name()!r}; use asyncpg")
+        raise DatabaseURLError(
+            f"DATABASE_URL: unsupported database {backend!r}; use sqlite://, postgres:// or postgresql://"
+        )
+    if driver not in {"", "asyncpg", "psycopg2", "psycopg"}:
+        raise DatabaseURLError(f"DATABASE_URL: unsupported driver {driver!r}; use asyncpg")
 
     query = dict(url.query)
     connect_args: dict[str, Any] = {}

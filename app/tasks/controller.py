@@ -75,7 +75,7 @@ class TaskController(Controller):
     ) -> list[TaskRead]:
         """List the user's tasks."""
         filters = [] if status == "all" else [Task.completed.is_(status == "completed")]
-        return [TaskRead.from_model(task) for task in await tasks.list(*filters, order_by=NEWEST_FIRST)]
+        return [TaskRead.from_model(task) for task in await tasks.get_many(*filters, order_by=NEWEST_FIRST)]
 
     @post(
         "/",

@@ -1,0 +1,127 @@
+"""Shared fixtures: a migrated database per backend (SQLite and PostgreSQL), the app, and HTTP clients.
+
+Every database-backed test runs once per backend through the parametrised ``database_url`` fixture.
+PostgreSQL tests use a throwaway database created for the run on ``TEST_POSTGRES_URL`` (default: the
+local server). Outside CI a missing server skips them; with ``CI=true`` it fails the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy.engine import make_url
+
+from app.asgi import build_app
+from app.auth.tokens import issue_token
+from config.settings import Settings
+from db.schema import upgrade
+
+TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def postgres_admin_url() -> str:
+    """A URL on which the tests may create and drop databases."""
+    return os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+
+
+async def _admin(sql: str) -> None:
+    url = make_url(postgres_admin_url()).set(drivername="postgresql")
+    connection = await asyncpg.connect(url.render_as_string(hide_password=False), timeout=5)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The admin URL of a reachable PostgreSQL server (fails in CI when there is none; skips elsewhere)."""
+    try:
+        asyncio.run(_admin("SELECT 1"))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        message = f"PostgreSQL at {make_url(postgres_admin_url()).render_as_string()} is unreachable: {exc!r}"
+        if IN_CI:
+            pytest.fail(message + " (CI must run the PostgreSQL tests)")
+        pytest.skip(message)
+    return postgres_admin_url()
+
+
+@pytest.fixture(scope="session")
+def postgres_database(postgres_server: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test run, dropped afterwards."""
+    name = f"todo_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated SQLite database file for this test run."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'todo.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each database-backed test runs on SQLite and on PostgreSQL."""
+    fixture = "sqlite_database" if request.param == "sqlite" else "postgres_database"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """Settings for one test: its database, a temporary data folder, a fixed secret."""
+    return Settings(
+        app_env="test",
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        better_auth_secret=TEST_SECRET,
+        cors_origins=("https://app.example.com",),
+    )
+
+
+@pytest.fixture
+def app(settings: Settings) -> Litestar:
+    """The application, as ``manage.py serve`` builds it."""
+    return build_app(settings)
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """An HTTP client talking to the app through its full ASGI stack (middleware, lifespan, errors)."""
+    async with AsyncTestClient(app=app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def new_user() -> Callable[[], str]:
+    """Fresh, unique user ids shaped like Better Auth's, so tests never see each other's rows."""
+    return lambda: uuid.uuid4().hex
+
+
+@pytest.fixture
+def auth(settings: Settings) -> Callable[..., dict[str, str]]:
+    """``Authorization`` headers for a user, with a valid token signed by the test secret."""
+
+    def headers(user_id: str, expires_in: timedelta = timedelta(minutes=5)) -> dict[str, str]:
+        return {"Authorization": f"Bearer {issue_token(settings, user_id, expires_in)}"}
+
+    return headers

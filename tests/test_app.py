@@ -1,0 +1,148 @@
+"""Around the API: health probes, database outages, OpenAPI and docs, CORS, persistence across restarts."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from app.asgi import build_app
+from config.settings import Settings
+
+Client = AsyncTestClient[Litestar]
+Auth = Callable[..., dict[str, str]]
+TASK_ROUTES = {
+    "/api/{user_id}/tasks": {"get", "post"},
+    "/api/{user_id}/tasks/{task_id}": {"get", "put", "patch", "delete"},
+    "/api/{user_id}/tasks/{task_id}/complete": {"patch"},
+}
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A local TCP port with nothing listening: connections are refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def test_health_is_ok(client: Client) -> None:
+    response = await client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    ready = await client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok"}
+
+
+async def test_unreachable_database(settings: Settings, closed_port: int, auth: Auth) -> None:
+    """Liveness stays up, readiness and API calls answer 503 problems with Retry-After."""
+    down = replace(settings, database_url=f"postgresql://postgres@127.0.0.1:{closed_port}/nowhere")
+    async with AsyncTestClient(app=build_app(down)) as client:
+        assert (await client.get("/health")).status_code == 200
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.headers["content-type"].startswith("application/problem+json")
+        for method, path, body in (
+            ("GET", "/api/u1/tasks", None),
+            ("POST", "/api/u1/tasks", {"title": "x"}),
+            ("PATCH", "/api/u1/tasks/1", {"title": "x"}),
+        ):
+            response = await client.request(method, path, json=body, headers=auth("u1"))
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"].isdigit()
+            assert response.json()["status"] == 503
+            assert str(closed_port) not in response.text  # no connection details leak
+
+
+async def test_openapi_documents_every_route(client: Client) -> None:
+    response = await client.get("/schema/openapi.json")
+    assert response.status_code == 200
+    schema: dict[str, Any] = response.json()
+    assert schema["openapi"].startswith("3.1")
+    assert schema["components"]["securitySchemes"]["BearerToken"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": schema["components"]["securitySchemes"]["BearerToken"]["description"],
+    }
+    for path, methods in TASK_ROUTES.items():
+        assert set(schema["paths"][path]) >= methods
+        for method in methods:
+            operation = schema["paths"][path][method]
+            assert operation["security"] == [{"BearerToken": []}]
+            for status in ("400", "401", "403", "503"):
+                content = operation["responses"][status]["content"]
+                assert content["application/problem+json"]["schema"] == {
+                    "$ref": "#/components/schemas/ProblemDetail"
+                }
+            if "{task_id}" in path:
+                assert "404" in operation["responses"]
+    assert set(schema["paths"]["/api/{user_id}/tasks"]["post"]["responses"]) >= {"201"}
+    assert set(schema["paths"]["/api/{user_id}/tasks/{task_id}"]["delete"]["responses"]) >= {"204"}
+    create_body = schema["components"]["schemas"]["TaskCreate"]
+    assert create_body["required"] == ["title"]
+    assert create_body["properties"]["title"]["maxLength"] == 200
+    assert {"/health", "/health/ready"} <= set(schema["paths"])
+
+
+async def test_docs_page_renders_the_schema(client: Client) -> None:
+    response = await client.get("/docs")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "SwaggerUIBundle" in response.text
+    assert "/api/{user_id}/tasks/{task_id}/complete" in response.text  # the spec it shows is ours
+
+
+async def test_cors_preflight_for_an_allowed_origin(client: Client) -> None:
+    response = await client.options(
+        "/api/u1/tasks",
+        headers={
+            "Origin": "https://app.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert response.status_code in {200, 204}
+    assert response.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "POST" in response.headers["access-control-allow-methods"]
+    assert "authorization" in response.headers["access-control-allow-headers"].lower()
+
+
+async def test_cors_refuses_other_origins(client: Client, auth: Auth) -> None:
+    preflight = await client.options(
+        "/api/u1/tasks",
+        headers={"Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+    simple = await client.get("/api/u1/tasks", headers={"Origin": "https://evil.example.com", **auth("u1")})
+    assert "access-control-allow-origin" not in simple.headers
+
+
+async def test_cors_exposes_location_to_the_allowed_origin(client: Client, auth: Auth) -> None:
+    response = await client.post(
+        "/api/u1/tasks", json={"title": "x"}, headers={"Origin": "https://app.example.com", **auth("u1")}
+    )
+    assert response.status_code == 201
+    assert response.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "location" in response.headers["access-control-expose-headers"].lower()
+
+
+async def test_tasks_survive_an_app_restart(
+    settings: Settings, auth: Auth, new_user: Callable[[], str]
+) -> None:
+    user = new_user()
+    async with AsyncTestClient(app=build_app(settings)) as first:
+        created = (
+            await first.post(f"/api/{user}/tasks", json={"title": "durable"}, headers=auth(user))
+        ).json()
+        await first.patch(f"/api/{user}/tasks/{created['id']}/complete", headers=auth(user))
+    async with AsyncTestClient(app=build_app(settings)) as second:  # a new process would look the same
+        listed = (await second.get(f"/api/{user}/tasks", headers=auth(user))).json()
+    assert [(t["id"], t["title"], t["completed"]) for t in listed] == [(created["id"], "durable", True)]

@@ -1,0 +1,181 @@
+"""Bearer-token authentication over HTTP: every way a token can be wrong is a 401 problem."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import jwt
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from app.asgi import build_app
+from config.settings import Settings
+from tests.conftest import TEST_SECRET
+
+Client = AsyncTestClient[Litestar]
+
+
+def sign(claims: dict[str, Any], key: str = TEST_SECRET, algorithm: str = "HS256", **headers: Any) -> str:
+    return jwt.encode(claims, key, algorithm=algorithm, headers=headers or None)
+
+
+def claims_for(user: str, **extra: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"sub": user, "iat": now, "exp": now + 300, **extra}
+
+
+def b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def assert_401(response: Any, token: str | None = None) -> None:
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == 401
+    assert body["detail"]
+    if token:
+        assert token not in response.text  # the token is never echoed
+        for part in token.split("."):
+            if len(part) > 8:
+                assert part not in response.text
+
+
+async def test_valid_token_is_accepted(client: Client, new_user: Callable[[], str]) -> None:
+    user = new_user()
+    response = await client.get(
+        f"/api/{user}/tasks", headers={"Authorization": f"Bearer {sign(claims_for(user))}"}
+    )
+    assert response.status_code == 200
+
+
+async def test_scheme_is_case_insensitive(client: Client, new_user: Callable[[], str]) -> None:
+    user = new_user()
+    response = await client.get(
+        f"/api/{user}/tasks", headers={"Authorization": f"bearer {sign(claims_for(user))}"}
+    )
+    assert response.status_code == 200
+
+
+async def test_missing_header_is_401_without_error_code(client: Client, new_user: Callable[[], str]) -> None:
+    response = await client.get(f"/api/{new_user()}/tasks")
+    assert_401(response)
+    assert response.headers["www-authenticate"] == 'Bearer realm="todo-backend"'
+
+
+def _bad_tokens(user: str) -> dict[str, str]:
+    now = int(time.time())
+    good = sign(claims_for(user))
+    header, payload, signature = good.split(".")
+    return {
+        "expired": sign(claims_for(user, iat=now - 7200, exp=now - 3600)),
+        "not yet valid (nbf)": sign(claims_for(user, nbf=now + 3600)),
+        "no exp": sign({"sub": user, "iat": now}),
+        "no sub": sign({"iat": now, "exp": now + 300}),
+        "sub not a string": sign({"sub": 12345, "exp": now + 300}),
+        "empty sub": sign(claims_for("")),
+        "forged (other secret)": sign(claims_for(user), key="another-secret-another-secret-another-secret"),
+        "alg none": f"{b64({'alg': 'none', 'typ': 'JWT'})}.{payload}.",
+        "alg NONE": f"{b64({'alg': 'NONE', 'typ': 'JWT'})}.{payload}.",
+        "alg HS512": sign(claims_for(user), algorithm="HS512"),
+        "tampered payload": f"{header}.{b64(claims_for(user + 'x'))}.{signature}",
+        "tampered header": f"{b64({'alg': 'HS256', 'typ': 'JWT', 'kid': 'x'})}.{payload}.{signature}",
+        "tampered signature": f"{header}.{payload}.{signature[:-4]}AAAA",
+        "not a jwt": "abc.def.ghi",
+        "garbage": "x" * 40,
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bad_tokens("u")))
+async def test_bad_tokens_are_401(client: Client, new_user: Callable[[], str], case: str) -> None:
+    user = new_user()
+    token = _bad_tokens(user)[case]
+    response = await client.get(f"/api/{user}/tasks", headers={"Authorization": f"Bearer {token}"})
+    assert_401(response, token)
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Basic dXNlcjpwYXNz",
+        "Bearer",
+        "Bearer ",
+        "Token abc",
+        "Bearer a b",
+        "Bearerabc.def.ghi",
+        "Bearer " + "a" * 9000,
+    ],
+)
+async def test_malformed_authorization_headers_are_401(
+    client: Client, new_user: Callable[[], str], header: str
+) -> None:
+    assert_401(await client.get(f"/api/{new_user()}/tasks", headers={"Authorization": header}))
+
+
+async def test_token_in_query_string_or_cookie_is_not_a_credential(
+    client: Client, new_user: Callable[[], str]
+) -> None:
+    user = new_user()
+    token = sign(claims_for(user))
+    for query in ("token", "access_token", "jwt", "authorization"):
+        assert_401(await client.get(f"/api/{user}/tasks?{query}={token}"), token)
+    client.cookies.set("token", token)
+    client.cookies.set("better-auth.session_token", token)
+    assert_401(await client.get(f"/api/{user}/tasks"), token)
+
+
+async def test_expired_within_leeway_is_accepted(client: Client, new_user: Callable[[], str]) -> None:
+    user = new_user()
+    now = int(time.time())
+    token = sign(claims_for(user, exp=now - 5))  # 5 s late; default leeway is 30 s
+    response = await client.get(f"/api/{user}/tasks", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+
+
+async def test_valid_token_for_another_user_is_403(client: Client, new_user: Callable[[], str]) -> None:
+    me, other = new_user(), new_user()
+    response = await client.get(
+        f"/api/{other}/tasks", headers={"Authorization": f"Bearer {sign(claims_for(me))}"}
+    )
+    assert response.status_code == 403
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_issuer_and_audience_are_enforced_when_configured(
+    settings: Settings, new_user: Callable[[], str]
+) -> None:
+    configured = replace(
+        settings, jwt_issuer="https://auth.example.com", jwt_audience="https://api.example.com"
+    )
+    user = new_user()
+    good = claims_for(user, iss="https://auth.example.com", aud="https://api.example.com")
+    async with AsyncTestClient(app=build_app(configured)) as client:
+
+        async def status(claims: dict[str, Any]) -> int:
+            headers = {"Authorization": f"Bearer {sign(claims)}"}
+            return (await client.get(f"/api/{user}/tasks", headers=headers)).status_code
+
+        assert await status(good) == 200
+        assert await status({**good, "iss": "https://evil.example.com"}) == 401
+        assert await status({**good, "aud": "https://other.example.com"}) == 401
+        assert await status({k: v for k, v in good.items() if k != "iss"}) == 401
+        assert await status({k: v for k, v in good.items() if k != "aud"}) == 401
+
+
+async def test_user_claim_is_configurable(settings: Settings, new_user: Callable[[], str]) -> None:
+    user = new_user()
+    async with AsyncTestClient(app=build_app(replace(settings, jwt_user_claim="uid"))) as client:
+        ok = sign({"uid": user, "sub": "someone-else", "exp": int(time.time()) + 60})
+        assert (
+            await client.get(f"/api/{user}/tasks", headers={"Authorization": f"Bearer {ok}"})
+        ).status_code == 200
+        missing = sign({"sub": user, "exp": int(time.time()) + 60})
+        assert_401(await client.get(f"/api/{user}/tasks", headers={"Authorization": f"Bearer {missing}"}))

@@ -1,0 +1,82 @@
+"""Migrations: up from empty and back down on both databases; the models and migrations agree."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection, make_url
+
+from db.engine import create_engine
+from db.models import metadata
+from db.schema import downgrade, head_revisions, pending_revisions, upgrade
+from tests.conftest import _admin
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with nothing in it."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    server: str = request.getfixturevalue("postgres_server")
+    name = f"todo_migrate_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _inspect(url: str) -> tuple[set[str], set[str], list[str], list[object]]:
+    def read(connection: Connection) -> tuple[set[str], set[str], list[str], list[object]]:
+        inspector = inspect(connection)
+        tables = set(inspector.get_table_names())
+        indexes = {ix["name"] for ix in inspector.get_indexes("tasks")} if "tasks" in tables else set()
+        heads = list(MigrationContext.configure(connection).get_current_heads())
+        diff = compare_metadata(MigrationContext.configure(connection), metadata) if "tasks" in tables else []
+        return tables, {str(i) for i in indexes}, heads, diff
+
+    async def run() -> tuple[set[str], set[str], list[str], list[object]]:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(read)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+async def _pending(url: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        return await pending_revisions(engine)
+    finally:
+        await engine.dispose()
+
+
+def test_up_from_empty_down_to_base_and_up_again(empty_database: str) -> None:
+    assert asyncio.run(_pending(empty_database)) == ["0001"]
+
+    upgrade(empty_database)
+    tables, indexes, heads, diff = _inspect(empty_database)
+    assert "tasks" in tables
+    assert indexes >= {"ix_tasks_user_id_created_at_id", "ix_tasks_user_id_completed_created_at_id"}
+    assert set(heads) == head_revisions()
+    assert diff == []  # the models and the migrations describe the same schema
+    assert asyncio.run(_pending(empty_database)) == []
+
+    downgrade(empty_database, "base")
+    tables, _, heads, _ = _inspect(empty_database)
+    assert "tasks" not in tables
+    assert heads == []
+
+    upgrade(empty_database)
+    assert "tasks" in _inspect(empty_database)[0]

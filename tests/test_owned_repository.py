@@ -1,0 +1,281 @@
+"""The owner scope, at the repository level, on SQLite and PostgreSQL.
+
+Every public method of ``TaskRepository`` is called by one user (mallory) with another user's (alice's)
+ids. Each probe asserts that nothing of alice's comes back; afterwards alice's rows, read straight from
+the database, must be exactly as before. ``test_every_public_method_is_probed`` enumerates the class, so
+a method added by a future Advanced Alchemy release fails the suite until it is scoped and probed here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from advanced_alchemy.exceptions import NotFoundError
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from db.engine import create_engine
+from db.models import Task
+from db.owned import OwnerScopeError
+from db.repositories import TaskRepository
+
+
+@dataclass
+class World:
+    """Alice owns two tasks, mallory one; ``mallory`` is the repository under attack."""
+
+    engine: AsyncEngine
+    session: AsyncSession
+    alice_id: str
+    mallory_id: str
+    alice_tasks: list[int]
+    mallory_task: int
+    mallory: TaskRepository
+    alice: TaskRepository
+
+
+@pytest.fixture
+async def world(database_url: str) -> AsyncIterator[World]:
+    engine = create_engine(database_url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    alice_id, mallory_id = f"alice-{uuid.uuid4().hex}", f"mallory-{uuid.uuid4().hex}"
+    async with sessions() as session:
+        alice = TaskRepository(owner_id=alice_id, session=session)
+        mallory = TaskRepository(owner_id=mallory_id, session=session)
+        a1 = await alice.add(Task(title="alice 1", description="private"))
+        a2 = await alice.add(Task(title="alice 2"))
+        m1 = await mallory.add(Task(title="mallory 1"))
+        await session.commit()
+        yield World(engine, session, alice_id, mallory_id, [a1.id, a2.id], m1.id, mallory, alice)
+        await session.rollback()
+    await engine.dispose()
+
+
+async def rows_of(engine: AsyncEngine, owner: str) -> list[tuple[Any, ...]]:
+    """An owner's rows read with plain SQL on a separate connection: what is really stored."""
+    async with engine.connect() as connection:
+        result = await connection.execute(
+            text(
+                "SELECT id, user_id, title, description, completed, created_at, updated_at"
+                " FROM tasks WHERE user_id = :owner ORDER BY id"
+            ),
+            {"owner": owner},
+        )
+        return [tuple(row) for row in result]
+
+
+Probe = Callable[[World], Awaitable[None]]
+
+
+def foreign(w: World) -> Any:
+    """A filter that names only alice's rows."""
+    return Task.id.in_(w.alice_tasks)
+
+
+def alice_select(w: World) -> Any:
+    """A caller-supplied statement that asks for alice's rows outright."""
+    return select(Task).where(Task.user_id == w.alice_id)
+
+
+async def probe_add(w: World) -> None:
+    created = await w.mallory.add(Task(title="mine"))
+    assert created.user_id == w.mallory_id  # stamped with the repository's owner
+    with pytest.raises(OwnerScopeError):
+        await w.mallory.add(Task(title="planted", user_id=w.alice_id))
+
+
+async def probe_add_many(w: World) -> None:
+    created = await w.mallory.add_many([Task(title="m1"), Task(title="m2")])
+    assert {t.user_id for t in created} == {w.mallory_id}
+    with pytest.raises(OwnerScopeError):
+        await w.mallory.add_many([Task(title="ok"), Task(title="planted", user_id=w.alice_id)])
+
+
+async def probe_count(w: World) -> None:
+    assert await w.mallory.count() == 1
+    assert await w.mallory.count(foreign(w)) == 0
+    assert await w.mallory.count(statement=alice_select(w)) == 0
+
+
+async def probe_exists(w: World) -> None:
+    assert not await w.mallory.exists(id=w.alice_tasks[0])
+    assert not await w.mallory.exists(user_id=w.alice_id)
+
+
+async def probe_get(w: World) -> None:
+    with pytest.raises(NotFoundError):
+        await w.mallory.get(w.alice_tasks[0])
+    with pytest.raises(NotFoundError):
+        await w.mallory.get(w.alice_tasks[0], statement=alice_select(w))
+    with pytest.raises(NotFoundError):
+        await w.mallory.get(w.alice_id, id_attribute="user_id")
+
+
+async def probe_get_one(w: World) -> None:
+    with pytest.raises(NotFoundError):
+        await w.mallory.get_one(id=w.alice_tasks[0])
+    with pytest.raises(NotFoundError):
+        await w.mallory.get_one(foreign(w))
+
+
+async def probe_get_one_or_none(w: World) -> None:
+    assert await w.mallory.get_one_or_none(id=w.alice_tasks[0]) is None
+    assert await w.mallory.get_one_or_none(Task.title == "alice 1") is None
+
+
+async def probe_get_many(w: World) -> None:
+    assert [t.id for t in await w.mallory.get_many()] == [w.mallory_task]
+    assert await w.mallory.get_many(foreign(w)) == []
+
+
+async def probe_list(w: World) -> None:
+    assert [t.id for t in await w.mallory.list()] == [w.mallory_task]
+    assert await w.mallory.list(user_id=w.alice_id) == []
+    assert await w.mallory.list(statement=alice_select(w)) == []
+
+
+async def probe_list_and_count(w: World) -> None:
+    tasks, total = await w.mallory.list_and_count()
+    assert ([t.id for t in tasks], total) == ([w.mallory_task], 1)
+    assert await w.mallory.list_and_count(foreign(w)) == ([], 0)
+    # both counting strategies: the window function and the separate COUNT query
+    assert await w.mallory.list_and_count(foreign(w), count_with_window_function=False) == ([], 0)
+
+
+async def probe_get_many_and_count(w: World) -> None:
+    tasks, total = await w.mallory.get_many_and_count(count_with_window_function=False)
+    assert ([t.id for t in tasks], total) == ([w.mallory_task], 1)
+    assert await w.mallory.get_many_and_count(foreign(w)) == ([], 0)
+
+
+async def probe_update(w: World) -> None:
+    with pytest.raises(NotFoundError):
+        await w.mallory.update(Task(id=w.alice_tasks[0], title="defaced"))
+    with pytest.raises(OwnerScopeError):  # moving one's own task to alice
+        await w.mallory.update(Task(id=w.mallory_task, user_id=w.alice_id))
+
+
+async def probe_update_many(w: World) -> None:
+    assert await w.mallory.update_many([Task(id=i, title="defaced") for i in w.alice_tasks]) == []
+    assert await w.mallory.update_many([{"id": w.alice_tasks[0], "title": "defaced"}]) == []  # type: ignore[list-item]
+    with pytest.raises(OwnerScopeError):
+        await w.mallory.update_many([{"id": w.mallory_task, "user_id": w.alice_id}])  # type: ignore[list-item]
+
+
+async def probe_update_values(w: World) -> None:
+    with pytest.raises(NotFoundError):
+        await w.mallory.update_values(w.alice_tasks[0], {"title": "defaced"})
+    with pytest.raises(OwnerScopeError):
+        await w.mallory.update_values(w.mallory_task, {"user_id": w.alice_id})
+    with pytest.raises(OwnerScopeError):
+        await w.mallory.update_values(w.mallory_task, {"id": w.alice_tasks[0]})
+
+
+async def probe_get_and_update(w: World) -> None:
+    with pytest.raises(NotFoundError):
+        await w.mallory.get_and_update(id=w.alice_tasks[0], title="defaced")
+    with pytest.raises(OwnerScopeError):
+        await w.mallory.get_and_update(match_fields=["id"], id=w.mallory_task, user_id=w.alice_id)
+
+
+async def probe_delete(w: World) -> None:
+    with pytest.raises(NotFoundError):
+        await w.mallory.delete(w.alice_tasks[0])
+
+
+async def probe_delete_many(w: World) -> None:
+    assert await w.mallory.delete_many(list(w.alice_tasks)) == []
+
+
+async def probe_delete_where(w: World) -> None:
+    assert await w.mallory.delete_where(foreign(w)) == []
+    assert await w.mallory.delete_where(user_id=w.alice_id) == []
+
+
+async def probe_upsert(w: World) -> None:
+    with pytest.raises(OwnerScopeError):
+        await w.mallory.upsert(Task(id=w.alice_tasks[0], title="defaced"))
+
+
+async def probe_upsert_many(w: World) -> None:
+    with pytest.raises(OwnerScopeError):
+        await w.mallory.upsert_many([Task(id=w.alice_tasks[0], title="defaced")])
+
+
+async def probe_get_or_upsert(w: World) -> None:
+    with pytest.raises(OwnerScopeError):
+        await w.mallory.get_or_upsert(id=w.alice_tasks[0], title="defaced")
+
+
+PROBES: dict[str, Probe] = {
+    name.removeprefix("probe_"): probe for name, probe in globals().items() if name.startswith("probe_")
+}
+
+# Public methods that never touch rows: pure helpers on objects already in hand, and a ``SELECT 1``.
+NO_DATA_ACCESS = {
+    "check_health",
+    "check_not_found",
+    "get_id_attribute_value",
+    "set_id_attribute_value",
+    "get_primary_key_value",
+    "has_primary_key_values",
+}
+
+
+def public_methods(cls: type) -> set[str]:
+    return {name for name in dir(cls) if not name.startswith("_") and inspect.isroutine(getattr(cls, name))}
+
+
+def test_every_public_method_is_probed() -> None:
+    unprobed = public_methods(TaskRepository) - set(PROBES) - NO_DATA_ACCESS
+    assert not unprobed, f"scope and probe these repository methods before using them: {sorted(unprobed)}"
+    assert set(PROBES) <= public_methods(TaskRepository)
+
+
+@pytest.mark.parametrize("method", sorted(PROBES))
+async def test_method_cannot_reach_another_owner(world: World, method: str) -> None:
+    before = await rows_of(world.engine, world.alice_id)
+    assert len(before) == 2
+
+    await PROBES[method](world)
+    await world.session.commit()  # whatever the probe did is now stored
+
+    assert await rows_of(world.engine, world.alice_id) == before
+
+
+async def test_owner_reaches_own_rows(world: World) -> None:
+    """The scope does not get in the owner's way."""
+    first = world.alice_tasks[0]
+    assert (await world.alice.get(first)).title == "alice 1"
+    assert await world.alice.count() == 2
+    updated = await world.alice.update_values(first, {"completed": True})
+    assert updated.completed is True
+    [bulk] = await world.alice.update_many([{"id": first, "title": "renamed"}])  # type: ignore[list-item]
+    assert bulk.title == "renamed"
+    await world.alice.delete(world.alice_tasks[1])
+    await world.session.commit()
+    assert [(row[0], row[2], row[4]) for row in await rows_of(world.engine, world.alice_id)] == [
+        (first, "renamed", True)
+    ]
+
+
+async def test_repository_requires_an_owner(world: World) -> None:
+    with pytest.raises(TypeError):
+        TaskRepository(session=world.session)  # type: ignore[call-arg]
+    with pytest.raises(OwnerScopeError):
+        TaskRepository(owner_id="", session=world.session)
+
+
+async def test_repository_refuses_a_cache(world: World) -> None:
+    with pytest.raises(OwnerScopeError):
+        TaskRepository(owner_id=world.alice_id, session=world.session, cache_manager=object())
+    world.session.info["cache_manager"] = object()  # AA's other way in: ignored by the owned repository
+    try:
+        assert TaskRepository(owner_id=world.alice_id, session=world.session)._cache_manager is None
+    finally:
+        del world.session.info["cache_manager"]

@@ -1,0 +1,117 @@
+"""Settings: validation with one clear line per bad value, .env loading, and the development secret."""
+
+from __future__ import annotations
+
+import multiprocessing
+import stat
+from pathlib import Path
+
+import pytest
+
+from config.settings import Settings, SettingsError
+
+
+def load(**env: str) -> Settings:
+    return Settings.from_env(env)
+
+
+def problems(**env: str) -> list[str]:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    return caught.value.problems
+
+
+def test_defaults_need_no_configuration(tmp_path: Path) -> None:
+    settings = load(DATA_DIR=str(tmp_path))
+    assert settings.app_env == "development"
+    assert settings.database_url == f"sqlite:///{tmp_path / 'todo.db'}"
+    assert settings.jwt_user_claim == "sub"
+    assert settings.jwt_leeway_seconds == 30
+    assert settings.cors_origins == ()
+
+
+def test_production_refuses_a_missing_or_short_secret() -> None:
+    assert problems(APP_ENV="production") == ["BETTER_AUTH_SECRET is required when APP_ENV=production"]
+    assert problems(APP_ENV="production", BETTER_AUTH_SECRET="x" * 31) == [
+        "BETTER_AUTH_SECRET must be at least 32 bytes when APP_ENV=production"
+    ]
+    assert load(APP_ENV="production", BETTER_AUTH_SECRET="x" * 32).is_production
+
+
+def test_every_bad_value_gets_its_own_line() -> None:
+    lines = problems(
+        APP_ENV="staging",
+        JWT_LEEWAY="-5",
+        CORS_ORIGINS="https://ok.example.com, ftp://bad",
+        LOG_LEVEL="loud",
+        DATABASE_URL="mysql://db/x",
+    )
+    assert len(lines) == 5
+    assert any(line.startswith("APP_ENV") for line in lines)
+    assert any(line.startswith("JWT_LEEWAY") for line in lines)
+    assert any(line.startswith("CORS_ORIGINS") for line in lines)
+    assert any(line.startswith("LOG_LEVEL") for line in lines)
+    assert any(line.startswith("DATABASE_URL: unsupported database") for line in lines)
+
+
+def test_secret_never_appears_in_repr_or_errors() -> None:
+    secret = "s3cr3t-" * 8
+    assert secret not in repr(load(BETTER_AUTH_SECRET=secret))
+    assert secret not in str(SettingsError(problems(APP_ENV="production", BETTER_AUTH_SECRET=secret[:10])))
+
+
+def test_cors_origins_and_jwt_options_are_parsed() -> None:
+    settings = load(
+        CORS_ORIGINS="https://a.example.com/, http://localhost:3000",
+        JWT_ISSUER="https://auth.example.com",
+        JWT_AUDIENCE="https://api.example.com",
+        JWT_USER_CLAIM="uid",
+        JWT_LEEWAY="0",
+    )
+    assert settings.cors_origins == ("https://a.example.com", "http://localhost:3000")
+    assert (settings.jwt_issuer, settings.jwt_audience, settings.jwt_user_claim) == (
+        "https://auth.example.com",
+        "https://api.example.com",
+        "uid",
+    )
+    assert settings.jwt_leeway_seconds == 0
+
+
+def test_dotenv_fills_in_and_the_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("JWT_USER_CLAIM=from_file\nLOG_LEVEL=debug\n")
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    monkeypatch.delenv("JWT_USER_CLAIM", raising=False)
+    settings = Settings.from_env(dotenv=env_file)
+    assert settings.jwt_user_claim == "from_file"
+    assert settings.log_level == "WARNING"
+
+
+def test_configured_secret_is_used_as_is(tmp_path: Path) -> None:
+    settings = load(DATA_DIR=str(tmp_path), BETTER_AUTH_SECRET="x" * 40)
+    assert settings.signing_secret() == "x" * 40
+    assert not (tmp_path / "dev-secret").exists()
+
+
+def test_development_secret_is_generated_once_and_kept_private(tmp_path: Path) -> None:
+    first = load(DATA_DIR=str(tmp_path)).signing_secret()
+    second = load(DATA_DIR=str(tmp_path)).signing_secret()
+    assert first == second
+    assert len(first.encode()) >= 32
+    assert stat.S_IMODE((tmp_path / "dev-secret").stat().st_mode) == 0o600
+
+
+def _secret_in_process(data_dir: str, barrier: object) -> str:
+    barrier.wait()  # type: ignore[attr-defined]
+    return load(DATA_DIR=data_dir).signing_secret()
+
+
+def test_workers_racing_at_start_agree_on_one_secret(tmp_path: Path) -> None:
+    workers = 6
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        barrier = manager.Barrier(workers)
+        with context.Pool(workers) as pool:
+            secrets = pool.starmap(_secret_in_process, [(str(tmp_path), barrier)] * workers)
+    assert len(set(secrets)) == 1
+    assert list(tmp_path.iterdir()) == [tmp_path / "dev-secret"]  # no temporary files left behind

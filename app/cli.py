@@ -9,11 +9,12 @@ from datetime import timedelta
 
 import click
 import uvicorn
+from dotenv import load_dotenv
 from sqlalchemy import text
 
 from app.auth.tokens import InvalidTokenError, issue_token, user_id_from_claims
 from config.logging import uvicorn_log_config
-from config.settings import Settings, SettingsError, get_settings
+from config.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
 from db.engine import create_engine
 from db.schema import make_migration, pending_revisions, upgrade
 from db.url import translate_database_url
@@ -62,6 +63,9 @@ def parse_duration(value: str) -> timedelta:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """todo-backend: a multi-user task API. Settings come from the environment and .env."""
+    # Before any command reads its options, so HOST, PORT and WEB_CONCURRENCY in .env work too;
+    # variables already set in the environment win.
+    load_dotenv(PROJECT_ROOT / ".env", override=False)
 
 
 @cli.command()

@@ -6,6 +6,7 @@ import asyncio
 
 import msgspec
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,7 +39,9 @@ class HealthController(Controller):
         description="200 when the database answers within 2 s, else 503.",
         responses=problem_responses(),
     )
-    async def ready(self, db_engine: AsyncEngine) -> Response[HealthStatus] | Response[ProblemDetail]:
+    async def ready(
+        self, db_engine: NamedDependency[AsyncEngine]
+    ) -> Response[HealthStatus] | Response[ProblemDetail]:
         """The database answers."""
         try:
             async with asyncio.timeout(READY_TIMEOUT_SECONDS), db_engine.connect() as connection:

@@ -22,6 +22,7 @@ def alembic_config(database_url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("version_locations", str(MIGRATIONS_DIR / "versions"))
+    config.set_main_option("path_separator", "os")
     # ``%`` in a URL (escaped passwords) would be read as interpolation by configparser; pass it aside.
     config.attributes["database_url"] = database_url
     return config

@@ -9,9 +9,9 @@ from urllib.parse import quote
 
 from advanced_alchemy.repository.typing import OrderingPair
 from litestar import Controller, Request, Response, delete, get, patch, post, put
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.middleware import DefineMiddleware
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 from sqlalchemy import not_
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,11 +27,12 @@ TaskId = Annotated[
     int,
     Parameter(ge=1, le=MAX_TASK_ID, description="The task's id (a positive integer)."),
 ]
+Tasks = NamedDependency[TaskRepository]
 NEWEST_FIRST: list[OrderingPair] = [(Task.created_at, True), (Task.id, True)]
 
 
 async def provide_tasks(
-    db_session: AsyncSession,
+    db_session: NamedDependency[AsyncSession],
     request: Request[str, Any, Any],
     user_id: Annotated[
         str,
@@ -70,7 +71,7 @@ class TaskController(Controller):
     )
     async def list_tasks(
         self,
-        tasks: TaskRepository,
+        tasks: Tasks,
         status: Annotated[StatusFilter, Parameter(description="Which tasks to list.")] = "all",
     ) -> list[TaskRead]:
         """List the user's tasks."""
@@ -83,23 +84,23 @@ class TaskController(Controller):
         status_code=201,
         responses=problem_responses(400, 401, 403),
     )
-    async def create_task(self, tasks: TaskRepository, data: TaskCreate) -> Response[TaskRead]:
+    async def create_task(self, tasks: Tasks, data: JSONBody[TaskCreate]) -> Response[TaskRead]:
         """Create a task; ``Location`` names it."""
         task = await tasks.add(data.to_model(), auto_commit=True, auto_refresh=False)
         return Response(TaskRead.from_model(task), status_code=201, headers={"Location": task_location(task)})
 
     @get("/{task_id:str}", summary="Get a task", responses=problem_responses(400, 401, 403, 404))
-    async def get_task(self, tasks: TaskRepository, task_id: TaskId) -> TaskRead:
+    async def get_task(self, tasks: Tasks, task_id: TaskId) -> TaskRead:
         """One task."""
         return TaskRead.from_model(await tasks.get(task_id))
 
     @put("/{task_id:str}", summary="Update a task", responses=problem_responses(400, 401, 403, 404))
-    async def replace_task(self, tasks: TaskRepository, task_id: TaskId, data: TaskUpdate) -> TaskRead:
+    async def replace_task(self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskUpdate]) -> TaskRead:
         """Update the fields sent; the others keep their value."""
         return await _update(tasks, task_id, data.changes())
 
     @patch("/{task_id:str}", summary="Update part of a task", responses=problem_responses(400, 401, 403, 404))
-    async def update_task(self, tasks: TaskRepository, task_id: TaskId, data: TaskUpdate) -> TaskRead:
+    async def update_task(self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskUpdate]) -> TaskRead:
         """Update the fields sent; the others keep their value."""
         return await _update(tasks, task_id, data.changes())
 
@@ -110,7 +111,7 @@ class TaskController(Controller):
         responses=problem_responses(400, 401, 403, 404),
     )
     async def complete_task(
-        self, tasks: TaskRepository, task_id: TaskId, data: TaskCompletion | None = None
+        self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskCompletion | None] = None
     ) -> TaskRead:
         """Set or toggle ``completed``."""
         completed = not_(Task.completed) if data is None else data.completed
@@ -122,12 +123,12 @@ class TaskController(Controller):
         status_code=204,
         responses=problem_responses(400, 401, 403, 404),
     )
-    async def delete_task(self, tasks: TaskRepository, task_id: TaskId) -> None:
+    async def delete_task(self, tasks: Tasks, task_id: TaskId) -> None:
         """Delete a task."""
         await tasks.delete(task_id, auto_commit=True)
 
 
-async def _update(tasks: TaskRepository, task_id: int, values: dict[str, object]) -> TaskRead:
+async def _update(tasks: Tasks, task_id: int, values: dict[str, object]) -> TaskRead:
     task = await tasks.update_values(task_id, {**values, "updated_at": datetime.now(UTC)})
     await tasks.session.commit()
     return TaskRead.from_model(task)

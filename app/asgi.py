@@ -19,6 +19,7 @@ from app.auth.tokens import build_verifier
 from app.errors import exception_handlers
 from app.health import HealthController
 from app.openapi import docs_page, openapi_config
+from app.requests import ApiRequest
 from app.tasks.controller import TaskController
 from config.settings import Settings, SettingsError, get_settings
 from db.engine import create_engine
@@ -53,6 +54,7 @@ def build_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=[TaskController, HealthController, docs_page],
         plugins=[SQLAlchemyPlugin(config=database)],
+        request_class=ApiRequest,
         exception_handlers=exception_handlers,
         openapi_config=openapi_config(_version()),
         cors_config=cors,

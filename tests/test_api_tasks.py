@@ -343,6 +343,8 @@ async def test_create_rejects_invalid_bodies(
         b'{"title": "\\ud800"}',
         b"\xff\xfe",
         b'{"title":"a"' * 1000,
+        b'{"title": "\xc3\x28"}',  # invalid UTF-8
+        b'{"title": "a", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # nested past the recursion limit
     ],
 )
 async def test_create_rejects_malformed_json(client: Client, auth: Auth, new_user: Any, raw: bytes) -> None:

@@ -21,6 +21,7 @@ from app.health import HealthController
 from app.openapi import docs_page, openapi_config
 from app.requests import ApiRequest
 from app.tasks.controller import TaskController
+from app.tasks.listing import cursor_key
 from config.settings import Settings, SettingsError, get_settings
 from db.engine import create_engine
 
@@ -45,7 +46,7 @@ def build_app(settings: Settings) -> Litestar:
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["Location"],
+            expose_headers=["Location", "Link", "X-Total-Count"],
             max_age=600,
         )
         if settings.cors_origins
@@ -58,7 +59,13 @@ def build_app(settings: Settings) -> Litestar:
         exception_handlers=exception_handlers,
         openapi_config=openapi_config(_version()),
         cors_config=cors,
-        state=State({"settings": settings, "token_verifier": build_verifier(settings)}),
+        state=State(
+            {
+                "settings": settings,
+                "token_verifier": build_verifier(settings),
+                "cursor_key": cursor_key(settings.signing_secret()),
+            }
+        ),
         logging_config=LoggingConfig(
             root={"level": settings.log_level, "handlers": ["queue_listener"]},
             log_exceptions="never",  # app.errors logs what matters, without request headers

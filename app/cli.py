@@ -92,9 +92,7 @@ def makemigrations(message: str) -> None:
     settings = load_settings()
     pending = asyncio.run(_pending(settings))
     if pending:
-        click.secho(
-            f"error: apply pending migrations first ({', '.join(pending)}): manage.py migrate", err=True
-        )
+        click.secho(f"error: apply pending migrations first ({', '.join(pending)}): manage.py migrate", err=True)
         sys.exit(1)
     path = make_migration(settings.database_url, message)
     click.echo(f"Created {path}" if path else "No changes detected.")

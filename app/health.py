@@ -39,9 +39,7 @@ class HealthController(Controller):
         description="200 when the database answers within 2 s, else 503.",
         responses=problem_responses(),
     )
-    async def ready(
-        self, db_engine: NamedDependency[AsyncEngine]
-    ) -> Response[HealthStatus] | Response[ProblemDetail]:
+    async def ready(self, db_engine: NamedDependency[AsyncEngine]) -> Response[HealthStatus] | Response[ProblemDetail]:
         """The database answers."""
         try:
             async with asyncio.timeout(READY_TIMEOUT_SECONDS), db_engine.connect() as connection:

@@ -93,9 +93,7 @@ class Settings:
             if not secret:
                 problems.append("BETTER_AUTH_SECRET is required when APP_ENV=production")
             elif len(secret.encode()) < MIN_SECRET_BYTES:
-                problems.append(
-                    f"BETTER_AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes when APP_ENV=production"
-                )
+                problems.append(f"BETTER_AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes when APP_ENV=production")
 
         user_claim = get("JWT_USER_CLAIM") or "sub"
 
@@ -105,16 +103,12 @@ class Settings:
             if leeway_raw.isdigit() and int(leeway_raw) <= 300:
                 leeway = int(leeway_raw)
             else:
-                problems.append(
-                    f"JWT_LEEWAY must be a whole number of seconds from 0 to 300 (got {leeway_raw!r})"
-                )
+                problems.append(f"JWT_LEEWAY must be a whole number of seconds from 0 to 300 (got {leeway_raw!r})")
 
         cors_origins: list[str] = []
         for origin in filter(None, (o.strip() for o in get("CORS_ORIGINS").split(","))):
             if origin != "*" and not origin.startswith(("http://", "https://")):
-                problems.append(
-                    f"CORS_ORIGINS entries must be '*' or start with http:// or https:// ({origin!r})"
-                )
+                problems.append(f"CORS_ORIGINS entries must be '*' or start with http:// or https:// ({origin!r})")
             cors_origins.append(origin.rstrip("/"))
 
         log_level = (get("LOG_LEVEL") or "INFO").upper()

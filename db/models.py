@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import enum
+from datetime import datetime
+
 from advanced_alchemy.base import IdentityAuditBase, orm_registry
-from sqlalchemy import Boolean, Index, String, false
+from advanced_alchemy.types import DateTimeUTC
+from sqlalchemy import JSON, Boolean, Index, SmallInteger, String, false, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 USER_ID_MAX_LENGTH = 255
 TITLE_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 1000
+TAG_MAX_LENGTH = 40
+MAX_TAGS = 20
+
+# A list of short strings: a native text[] on PostgreSQL (GIN-indexable ``@>``), JSON on SQLite.
+TagList = JSON().with_variant(ARRAY(String(TAG_MAX_LENGTH)), "postgresql")
+
+
+class Priority(enum.IntEnum):
+    """Stored as its rank, so sorting by priority is sorting a small integer column."""
+
+    low = 1
+    medium = 2
+    high = 3
+
 
 metadata = orm_registry.metadata
 
@@ -24,6 +43,12 @@ class Task(IdentityAuditBase):
         # Newest-first listing of one owner's tasks, optionally by status; PostgreSQL scans these backwards.
         Index("ix_tasks_user_id_created_at_id", "user_id", "created_at", "id"),
         Index("ix_tasks_user_id_completed_created_at_id", "user_id", "completed", "created_at", "id"),
+        # One index per sort order, so every sorted page is a range scan within one owner's rows.
+        Index("ix_tasks_user_id_updated_at_id", "user_id", "updated_at", "id"),
+        Index("ix_tasks_user_id_title_id", "user_id", "title", "id"),
+        Index("ix_tasks_user_id_due_date_id", "user_id", "due_date", "id"),
+        Index("ix_tasks_user_id_priority_id", "user_id", "priority", "id"),
+        Index("ix_tasks_tag_keys", "tag_keys", postgresql_using="gin").ddl_if(dialect="postgresql"),
         # Ids are never reused on SQLite either, so a deleted task's URL never names a new task.
         {"sqlite_autoincrement": True},
     )
@@ -32,3 +57,8 @@ class Task(IdentityAuditBase):
     title: Mapped[str] = mapped_column(String(TITLE_MAX_LENGTH))
     description: Mapped[str | None] = mapped_column(String(DESCRIPTION_MAX_LENGTH), default=None)
     completed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    priority: Mapped[int] = mapped_column(SmallInteger, default=Priority.medium, server_default=text("2"))
+    due_date: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # ``tags`` as the user wrote them (order kept); ``tag_keys`` lower-cased, for filters that ignore case.
+    tags: Mapped[list[str]] = mapped_column(TagList, default=list)
+    tag_keys: Mapped[list[str]] = mapped_column(TagList, default=list)

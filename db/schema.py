@@ -6,6 +6,7 @@ because alembic is; run them outside an event loop (the CLI does).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -15,6 +16,22 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def objects_for(dialect: str) -> Callable[..., bool]:
+    """An alembic ``include_object`` that skips schema items restricted to other dialects with ``ddl_if``.
+
+    Alembic's autogenerate ignores ``ddl_if``; without this, SQLite would be asked for PostgreSQL's GIN index.
+    """
+
+    def include_object(obj: object, _name: str | None, _type: str, _reflected: bool, _compare_to: object) -> bool:
+        condition = getattr(obj, "_ddl_if", None)
+        wanted = getattr(condition, "dialect", None)
+        if wanted is None:
+            return True
+        return dialect == wanted if isinstance(wanted, str) else dialect in wanted
+
+    return include_object
 
 
 def alembic_config(database_url: str) -> Config:
@@ -54,9 +71,7 @@ def head_revisions() -> set[str]:
 async def pending_revisions(engine: AsyncEngine) -> list[str]:
     """Revisions not yet applied to the database behind ``engine``, oldest first (empty when current)."""
     async with engine.connect() as connection:
-        applied = await connection.run_sync(
-            lambda sync: set(MigrationContext.configure(sync).get_current_heads())
-        )
+        applied = await connection.run_sync(lambda sync: set(MigrationContext.configure(sync).get_current_heads()))
     script = ScriptDirectory.from_config(alembic_config(""))
     done = {rev.revision for head in applied for rev in script.iterate_revisions(head, "base")}
     return [rev.revision for rev in reversed(list(script.walk_revisions())) if rev.revision not in done]

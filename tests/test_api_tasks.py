@@ -86,9 +86,7 @@ async def test_create_ignores_read_only_and_unknown_fields(client: Client, auth:
     assert response.status_code == 201
     task = response.json()
     assert task["user_id"] == user
-    assert (
-        task["id"] != 424242 or (await client.get(f"/api/{victim}/tasks", headers=auth(victim))).json() == []
-    )
+    assert task["id"] != 424242 or (await client.get(f"/api/{victim}/tasks", headers=auth(victim))).json() == []
     assert not task["created_at"].startswith("2000")
     assert "is_admin" not in task
     assert (await client.get(f"/api/{victim}/tasks", headers=auth(victim))).json() == []
@@ -127,9 +125,7 @@ async def test_list_rejects_an_unknown_status(client: Client, auth: Auth, new_us
     assert body["errors"][0]["field"] == "status"
 
 
-async def test_booleans_are_decoded_leniently_as_documented(
-    client: Client, auth: Auth, new_user: Any
-) -> None:
+async def test_booleans_are_decoded_leniently_as_documented(client: Client, auth: Auth, new_user: Any) -> None:
     """Litestar converts request values in msgspec's lax mode: 0/1 and "true"/"false" are booleans."""
     user = new_user()
     assert (await create(client, auth, user, completed=1))["completed"] is True
@@ -140,9 +136,7 @@ async def test_booleans_are_decoded_leniently_as_documented(
 
 
 @pytest.mark.parametrize("method", ["put", "patch"])
-async def test_update_changes_only_the_fields_sent(
-    client: Client, auth: Auth, new_user: Any, method: str
-) -> None:
+async def test_update_changes_only_the_fields_sent(client: Client, auth: Auth, new_user: Any, method: str) -> None:
     user = new_user()
     task = await create(client, auth, user, title="old", description="keep me")
     url = f"/api/{user}/tasks/{task['id']}"
@@ -173,9 +167,7 @@ async def test_update_with_no_field_is_400(
 ) -> None:
     user = new_user()
     task = await create(client, auth, user)
-    response = await client.request(
-        method.upper(), f"/api/{user}/tasks/{task['id']}", json=body, headers=auth(user)
-    )
+    response = await client.request(method.upper(), f"/api/{user}/tasks/{task['id']}", json=body, headers=auth(user))
     assert_problem(response, 400)
 
 
@@ -257,9 +249,7 @@ async def test_someone_elses_task_is_indistinguishable_from_a_missing_one(
     foreign = await client.request(
         method, f"/api/{intruder}/tasks/{task['id']}{suffix}", json=body, headers=auth(intruder)
     )
-    missing = await client.request(
-        method, f"/api/{intruder}/tasks/{2**62}{suffix}", json=body, headers=auth(intruder)
-    )
+    missing = await client.request(method, f"/api/{intruder}/tasks/{2**62}{suffix}", json=body, headers=auth(intruder))
     assert_problem(foreign, 404)
     assert foreign.json() == missing.json()
     assert dict(foreign.headers) | {"date": ""} == dict(missing.headers) | {"date": ""}
@@ -273,10 +263,7 @@ async def test_someone_elses_task_is_indistinguishable_from_a_missing_one(
 
 async def test_users_only_ever_see_their_own_tasks(client: Client, auth: Auth, new_user: Any) -> None:
     users = [new_user() for _ in range(3)]
-    owned = {
-        user: {(await create(client, auth, user, title=f"{user}-{n}"))["id"] for n in range(3)}
-        for user in users
-    }
+    owned = {user: {(await create(client, auth, user, title=f"{user}-{n}"))["id"] for n in range(3)} for user in users}
     for user in users:
         listed = (await client.get(f"/api/{user}/tasks", headers=auth(user))).json()
         assert {task["id"] for task in listed} == owned[user]
@@ -286,9 +273,7 @@ async def test_users_only_ever_see_their_own_tasks(client: Client, auth: Auth, n
                 continue
             # another user's path with one's own token: 403, whatever the method
             for method in ("GET", "POST"):
-                response = await client.request(
-                    method, f"/api/{other}/tasks", json={"title": "x"}, headers=auth(user)
-                )
+                response = await client.request(method, f"/api/{other}/tasks", json={"title": "x"}, headers=auth(user))
                 assert_problem(response, 403)
             task_id = next(iter(owned[other]))
             for method in ("GET", "PUT", "PATCH", "DELETE"):
@@ -386,9 +371,7 @@ async def test_largest_task_id_is_a_clean_404(client: Client, auth: Auth, new_us
         "ﷺ" * 200,
     ],
 )
-async def test_odd_and_hostile_text_round_trips(
-    client: Client, auth: Auth, new_user: Any, title: str
-) -> None:
+async def test_odd_and_hostile_text_round_trips(client: Client, auth: Auth, new_user: Any, title: str) -> None:
     user = new_user()
     task = await create(client, auth, user, title=title, description=title)
     fetched = (await client.get(f"/api/{user}/tasks/{task['id']}", headers=auth(user))).json()

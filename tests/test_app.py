@@ -79,9 +79,7 @@ async def test_openapi_documents_every_route(client: Client) -> None:
             assert operation["security"] == [{"BearerToken": []}]
             for status in ("400", "401", "403", "503"):
                 content = operation["responses"][status]["content"]
-                assert content["application/problem+json"]["schema"] == {
-                    "$ref": "#/components/schemas/ProblemDetail"
-                }
+                assert content["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/ProblemDetail"}
             if "{task_id}" in path:
                 assert "404" in operation["responses"]
     assert set(schema["paths"]["/api/{user_id}/tasks"]["post"]["responses"]) >= {"201"}
@@ -134,14 +132,10 @@ async def test_cors_exposes_location_to_the_allowed_origin(client: Client, auth:
     assert "location" in response.headers["access-control-expose-headers"].lower()
 
 
-async def test_tasks_survive_an_app_restart(
-    settings: Settings, auth: Auth, new_user: Callable[[], str]
-) -> None:
+async def test_tasks_survive_an_app_restart(settings: Settings, auth: Auth, new_user: Callable[[], str]) -> None:
     user = new_user()
     async with AsyncTestClient(app=build_app(settings)) as first:
-        created = (
-            await first.post(f"/api/{user}/tasks", json={"title": "durable"}, headers=auth(user))
-        ).json()
+        created = (await first.post(f"/api/{user}/tasks", json={"title": "durable"}, headers=auth(user))).json()
         await first.patch(f"/api/{user}/tasks/{created['id']}/complete", headers=auth(user))
     async with AsyncTestClient(app=build_app(settings)) as second:  # a new process would look the same
         listed = (await second.get(f"/api/{user}/tasks", headers=auth(user))).json()

@@ -50,17 +50,13 @@ def assert_401(response: Any, token: str | None = None) -> None:
 
 async def test_valid_token_is_accepted(client: Client, new_user: Callable[[], str]) -> None:
     user = new_user()
-    response = await client.get(
-        f"/api/{user}/tasks", headers={"Authorization": f"Bearer {sign(claims_for(user))}"}
-    )
+    response = await client.get(f"/api/{user}/tasks", headers={"Authorization": f"Bearer {sign(claims_for(user))}"})
     assert response.status_code == 200
 
 
 async def test_scheme_is_case_insensitive(client: Client, new_user: Callable[[], str]) -> None:
     user = new_user()
-    response = await client.get(
-        f"/api/{user}/tasks", headers={"Authorization": f"bearer {sign(claims_for(user))}"}
-    )
+    response = await client.get(f"/api/{user}/tasks", headers={"Authorization": f"bearer {sign(claims_for(user))}"})
     assert response.status_code == 200
 
 
@@ -120,9 +116,7 @@ async def test_malformed_authorization_headers_are_401(
     assert_401(await client.get(f"/api/{new_user()}/tasks", headers={"Authorization": header}))
 
 
-async def test_token_in_query_string_or_cookie_is_not_a_credential(
-    client: Client, new_user: Callable[[], str]
-) -> None:
+async def test_token_in_query_string_or_cookie_is_not_a_credential(client: Client, new_user: Callable[[], str]) -> None:
     user = new_user()
     token = sign(claims_for(user))
     for query in ("token", "access_token", "jwt", "authorization"):
@@ -142,9 +136,7 @@ async def test_expired_within_leeway_is_accepted(client: Client, new_user: Calla
 
 async def test_valid_token_for_another_user_is_403(client: Client, new_user: Callable[[], str]) -> None:
     me, other = new_user(), new_user()
-    response = await client.get(
-        f"/api/{other}/tasks", headers={"Authorization": f"Bearer {sign(claims_for(me))}"}
-    )
+    response = await client.get(f"/api/{other}/tasks", headers={"Authorization": f"Bearer {sign(claims_for(me))}"})
     assert response.status_code == 403
     assert response.headers["content-type"].startswith("application/problem+json")
 
@@ -152,9 +144,7 @@ async def test_valid_token_for_another_user_is_403(client: Client, new_user: Cal
 async def test_issuer_and_audience_are_enforced_when_configured(
     settings: Settings, new_user: Callable[[], str]
 ) -> None:
-    configured = replace(
-        settings, jwt_issuer="https://auth.example.com", jwt_audience="https://api.example.com"
-    )
+    configured = replace(settings, jwt_issuer="https://auth.example.com", jwt_audience="https://api.example.com")
     user = new_user()
     good = claims_for(user, iss="https://auth.example.com", aud="https://api.example.com")
     async with AsyncTestClient(app=build_app(configured)) as client:
@@ -174,8 +164,6 @@ async def test_user_claim_is_configurable(settings: Settings, new_user: Callable
     user = new_user()
     async with AsyncTestClient(app=build_app(replace(settings, jwt_user_claim="uid"))) as client:
         ok = sign({"uid": user, "sub": "someone-else", "exp": int(time.time()) + 60})
-        assert (
-            await client.get(f"/api/{user}/tasks", headers={"Authorization": f"Bearer {ok}"})
-        ).status_code == 200
+        assert (await client.get(f"/api/{user}/tasks", headers={"Authorization": f"Bearer {ok}"})).status_code == 200
         missing = sign({"sub": user, "exp": int(time.time()) + 60})
         assert_401(await client.get(f"/api/{user}/tasks", headers={"Authorization": f"Bearer {missing}"}))

@@ -41,27 +41,21 @@ def free_port() -> int:
 @pytest.fixture
 def env(tmp_path: Path, database_url: str) -> dict[str, str]:
     """A clean environment: no secret configured, so the development secret in DATA_DIR is used."""
-    base = {
-        k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "BETTER_AUTH", "APP_", "DATABASE"))
-    }
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "BETTER_AUTH", "APP_", "DATABASE"))}
     return {**base, "DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": database_url}
 
 
 @pytest.fixture
 def fresh_env(tmp_path: Path) -> dict[str, str]:
     """Like a fresh clone: nothing configured, an empty data folder, the default SQLite database."""
-    base = {
-        k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "BETTER_AUTH", "APP_", "DATABASE"))
-    }
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "BETTER_AUTH", "APP_", "DATABASE"))}
     return {**base, "DATA_DIR": str(tmp_path / "fresh")}
 
 
 def test_help_lists_every_command_with_a_description(fresh_env: dict[str, str]) -> None:
     result = manage("--help", env=fresh_env)
     assert result.returncode == 0
-    lines = {
-        line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("  ") and line.split()
-    }
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("  ") and line.split()}
     for command in COMMANDS:
         assert command in lines
         assert len(lines[command].split()) > 2  # a description follows the name
@@ -73,7 +67,7 @@ def test_fresh_clone_check_migrate_check(fresh_env: dict[str, str]) -> None:
     assert before.returncode == 1
     assert "settings: ok" in before.stdout
     assert "database: ok" in before.stdout
-    assert "1 pending (0001)" in before.stderr
+    assert "2 pending (0001, 0002)" in before.stderr
 
     migrated = manage("migrate", env=fresh_env)
     assert migrated.returncode == 0, migrated.stderr
@@ -243,9 +237,7 @@ def test_serve_is_the_whole_api_over_real_http(env: dict[str, str], server_facto
         assert http.put(location, json={"description": "put"}, headers=auth).json()["description"] == "put"
         assert http.patch(location, json={"title": "patched"}, headers=auth).json()["title"] == "patched"
         assert http.patch(f"{location}/complete", headers=auth).json()["completed"] is True
-        assert [t["id"] for t in http.get(f"/api/{user}/tasks", headers=auth).json()] == [
-            created.json()["id"]
-        ]
+        assert [t["id"] for t in http.get(f"/api/{user}/tasks", headers=auth).json()] == [created.json()["id"]]
         assert http.post(f"/api/{user}/tasks", content=b"{", headers=auth).status_code == 400
         assert http.delete(location, headers=auth).status_code == 204
         assert http.get(location, headers=auth).status_code == 404
@@ -256,13 +248,11 @@ def test_serve_is_the_whole_api_over_real_http(env: dict[str, str], server_facto
     assert "?[redacted]" in output
 
 
-def test_serve_warns_about_pending_migrations(
-    fresh_env: dict[str, str], server_factory: type[Server]
-) -> None:
+def test_serve_warns_about_pending_migrations(fresh_env: dict[str, str], server_factory: type[Server]) -> None:
     server = server_factory(fresh_env)
     server.wait_until_healthy()
     output = server.stop()
-    assert "warning: 1 migration(s) not applied (0001); run `python manage.py migrate`" in output
+    assert "warning: 2 migration(s) not applied (0001, 0002); run `python manage.py migrate`" in output
 
 
 def test_serve_with_two_workers_shares_one_development_secret(

@@ -24,9 +24,7 @@ def test_neon_url_is_translated_for_asyncpg() -> None:
 
 
 def test_neon_pooler_url_keeps_its_host() -> None:
-    database = translate_database_url(
-        NEON.replace("ep-cool-darkness-123456", "ep-cool-darkness-123456-pooler")
-    )
+    database = translate_database_url(NEON.replace("ep-cool-darkness-123456", "ep-cool-darkness-123456-pooler"))
     assert database.url.host is not None
     assert database.url.host.startswith("ep-cool-darkness-123456-pooler.")
 

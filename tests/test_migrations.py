@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, make_url
 
 from db.engine import create_engine
 from db.models import metadata
-from db.schema import downgrade, head_revisions, pending_revisions, upgrade
+from db.schema import downgrade, head_revisions, objects_for, pending_revisions, upgrade
 from tests.conftest import _admin
 
 
@@ -40,7 +40,10 @@ def _inspect(url: str) -> tuple[set[str], set[str], list[str], list[object]]:
         tables = set(inspector.get_table_names())
         indexes = {ix["name"] for ix in inspector.get_indexes("tasks")} if "tasks" in tables else set()
         heads = list(MigrationContext.configure(connection).get_current_heads())
-        diff = compare_metadata(MigrationContext.configure(connection), metadata) if "tasks" in tables else []
+        context = MigrationContext.configure(
+            connection, opts={"include_object": objects_for(connection.dialect.name), "compare_type": True}
+        )
+        diff = compare_metadata(context, metadata) if "tasks" in tables else []
         return tables, {str(i) for i in indexes}, heads, diff
 
     async def run() -> tuple[set[str], set[str], list[str], list[object]]:
@@ -63,12 +66,16 @@ async def _pending(url: str) -> list[str]:
 
 
 def test_up_from_empty_down_to_base_and_up_again(empty_database: str) -> None:
-    assert asyncio.run(_pending(empty_database)) == ["0001"]
+    assert asyncio.run(_pending(empty_database)) == ["0001", "0002"]
 
     upgrade(empty_database)
     tables, indexes, heads, diff = _inspect(empty_database)
     assert "tasks" in tables
-    assert indexes >= {"ix_tasks_user_id_created_at_id", "ix_tasks_user_id_completed_created_at_id"}
+    assert indexes >= {
+        "ix_tasks_user_id_created_at_id",
+        "ix_tasks_user_id_completed_created_at_id",
+        "ix_tasks_user_id_priority_id",
+    }
     assert set(heads) == head_revisions()
     assert diff == []  # the models and the migrations describe the same schema
     assert asyncio.run(_pending(empty_database)) == []

@@ -17,9 +17,7 @@ REALM = 'Bearer realm="todo-backend"'
 class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
     """Sets ``request.user`` to the token's user id; a bad or missing token is a 401."""
 
-    async def authenticate_request(
-        self, connection: ASGIConnection[Any, Any, Any, Any]
-    ) -> AuthenticationResult:
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         """Verify the ``Authorization`` header with the app's token verifier."""
         verifier: TokenVerifier = connection.app.state.token_verifier
         try:

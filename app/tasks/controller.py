@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode
 
-from advanced_alchemy.repository.typing import OrderingPair
+from advanced_alchemy.filters import LimitOffset
 from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
+from litestar.exceptions import ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.params import JSONBody, Parameter
 from sqlalchemy import not_
@@ -17,8 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.middleware import BearerTokenMiddleware, require_path_owner
 from app.openapi import BEARER_SCHEME, problem_responses
-from app.tasks.schemas import StatusFilter, TaskCompletion, TaskCreate, TaskRead, TaskUpdate
-from db.models import USER_ID_MAX_LENGTH, Task
+from app.tasks.listing import InvalidCursorError, ListQuery, SortField, SortOrder, StatusFilter
+from app.tasks.schemas import PriorityName, TaskCompletion, TaskCreate, TaskRead, TaskUpdate, parse_due_date
+from db.models import TAG_MAX_LENGTH, USER_ID_MAX_LENGTH, Task
 from db.repositories import TaskRepository
 
 MAX_TASK_ID = 2**63 - 1  # PostgreSQL bigint
@@ -28,7 +31,8 @@ TaskId = Annotated[
     Parameter(ge=1, le=MAX_TASK_ID, description="The task's id (a positive integer)."),
 ]
 Tasks = NamedDependency[TaskRepository]
-NEWEST_FIRST: list[OrderingPair] = [(Task.created_at, True), (Task.id, True)]
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 200
 
 
 async def provide_tasks(
@@ -66,17 +70,90 @@ class TaskController(Controller):
     @get(
         "/",
         summary="List tasks",
-        description="The user's tasks, newest first.",
+        description=(
+            "The user's tasks, one page at a time, newest first unless `sort`/`order` say otherwise; always a "
+            "JSON array. `X-Total-Count` counts every task that matches the filters; when there are more, "
+            '`Link: <…>; rel="next"` gives the next page (follow it as is: the cursor is bound to these '
+            "filters and this sort). Tasks without a due date sort last."
+        ),
         responses=problem_responses(400, 401, 403),
+        response_headers=[
+            ResponseHeader(
+                name="X-Total-Count", description="Tasks matching the filters.", required=True, documentation_only=True
+            ),
+            ResponseHeader(
+                name="Link", description='`<url>; rel="next"` when there is a next page.', documentation_only=True
+            ),
+        ],
     )
     async def list_tasks(
         self,
+        request: Request[str, Any, Any],
         tasks: Tasks,
         status: Annotated[StatusFilter, Parameter(description="Which tasks to list.")] = "all",
-    ) -> list[TaskRead]:
+        priority: Annotated[
+            list[PriorityName] | None,
+            Parameter(description="Only these priorities (repeatable).", max_items=3),
+        ] = None,
+        tag: Annotated[
+            list[str] | None,
+            Parameter(
+                description="Only tasks carrying every one of these tags, ignoring case (repeatable).",
+                max_items=20,
+            ),
+        ] = None,
+        due_before: Annotated[
+            str | None, Parameter(description="Due strictly before this date-time or date.", max_length=64)
+        ] = None,
+        due_after: Annotated[
+            str | None, Parameter(description="Due strictly after this date-time or date.", max_length=64)
+        ] = None,
+        q: Annotated[
+            str | None,
+            Parameter(
+                description="Case-insensitive text to find in title or description.",
+                min_length=1,
+                max_length=200,
+            ),
+        ] = None,
+        sort: Annotated[SortField, Parameter(description="The field to sort by.")] = "created",
+        order: Annotated[
+            SortOrder | None,
+            Parameter(description="Default: desc for created, updated and priority; asc for title and due_date."),
+        ] = None,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = DEFAULT_PAGE_SIZE,
+        cursor: Annotated[
+            str | None, Parameter(description="From a previous page's `Link` header.", max_length=1024)
+        ] = None,
+    ) -> Response[list[TaskRead]]:
         """List the user's tasks."""
-        filters = [] if status == "all" else [Task.completed.is_(status == "completed")]
-        return [TaskRead.from_model(task) for task in await tasks.get_many(*filters, order_by=NEWEST_FIRST)]
+        query = ListQuery(
+            owner=request.user,
+            status=status,
+            priorities=tuple(priority or ()),
+            tags=tuple(_checked_tags(tag or [])),
+            due_before=_query_date(due_before, "due_before"),
+            due_after=_query_date(due_after, "due_after"),
+            q=q,
+            sort=sort,
+            order=order,
+            limit=limit,
+        )
+        key: bytes = request.app.state.cursor_key
+        filters = query.filters()
+        page = list(filters)
+        if cursor is not None:
+            try:
+                page.append(query.after(*query.read_cursor(cursor, key)))
+            except InvalidCursorError as exc:
+                raise _query_invalid("cursor", str(exc)) from None
+        rows = await tasks.get_many(*page, LimitOffset(limit + 1, 0), order_by=query.order_by())
+        total = await tasks.count(*filters)
+        headers = {"X-Total-Count": str(total)}
+        if len(rows) > limit:
+            rows = rows[:limit]
+            headers["Link"] = f'<{_with_cursor(request, query.cursor_after(rows[-1], key))}>; rel="next"'
+        return Response([TaskRead.from_model(task) for task in rows], headers=headers)
 
     @post(
         "/",
@@ -126,6 +203,33 @@ class TaskController(Controller):
     async def delete_task(self, tasks: Tasks, task_id: TaskId) -> None:
         """Delete a task."""
         await tasks.delete(task_id, auto_commit=True)
+
+
+def _query_invalid(field: str, message: str) -> ValidationException:
+    return ValidationException(detail=message, extra=[{"key": field, "message": message, "source": "query"}])
+
+
+def _query_date(value: str | None, field: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_due_date(value, field)
+    except ValueError as exc:
+        raise _query_invalid(field, str(exc).split(" - at ", 1)[0]) from None
+
+
+def _checked_tags(tags: list[str]) -> list[str]:
+    for tag in tags:
+        if not tag.strip() or len(tag.strip()) > TAG_MAX_LENGTH or "\x00" in tag:
+            raise _query_invalid("tag", f"each tag must be 1 to {TAG_MAX_LENGTH} characters")
+    return tags
+
+
+def _with_cursor(request: Request[Any, Any, Any], cursor: str) -> str:
+    """This request's path and query with ``cursor`` set: the next page's URL."""
+    raw = request.scope["query_string"].decode("latin-1")
+    params = [(k, v) for k, v in parse_qsl(raw, keep_blank_values=True) if k != "cursor"]  # the client's order
+    return f"{request.url.path}?{urlencode([*params, ('cursor', cursor)])}"
 
 
 async def _update(tasks: Tasks, task_id: int, values: dict[str, object]) -> TaskRead:

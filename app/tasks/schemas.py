@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from db.models import DESCRIPTION_MAX_LENGTH, TITLE_MAX_LENGTH, Task
+from db.models import DESCRIPTION_MAX_LENGTH, MAX_TAGS, TAG_MAX_LENGTH, TITLE_MAX_LENGTH, Priority, Task
 
 Title = Annotated[
     str,
@@ -22,7 +22,25 @@ Description = Annotated[
     str,
     Meta(max_length=DESCRIPTION_MAX_LENGTH, description=f"At most {DESCRIPTION_MAX_LENGTH} characters."),
 ]
-StatusFilter = Literal["all", "pending", "completed"]
+PriorityName = Literal["low", "medium", "high"]
+DueDate = Annotated[
+    str,
+    Meta(
+        max_length=64,
+        description="RFC 3339 date-time with an offset, or a bare date (midnight UTC). Returned in UTC.",
+        examples=["2026-12-24T18:00:00+01:00", "2026-12-24"],
+    ),
+]
+Tag = Annotated[str, Meta(min_length=1, max_length=TAG_MAX_LENGTH)]
+Tags = Annotated[
+    list[Tag],
+    Meta(
+        max_length=MAX_TAGS,
+        description=f"Up to {MAX_TAGS} tags of 1 to {TAG_MAX_LENGTH} characters, trimmed, unique ignoring case; "
+        "order kept.",
+        examples=[["home", "errands"]],
+    ),
+]
 
 
 def invalid(field: str, message: str) -> ValueError:
@@ -45,21 +63,69 @@ def check_text(value: str, field: str) -> str:
     return value
 
 
+def clean_tags(values: list[str]) -> list[str]:
+    """Trim tags; refuse blank ones and duplicates that differ only in case. Order is kept."""
+    tags: list[str] = []
+    seen: set[str] = set()
+    for value in values:
+        tag = check_text(value.strip(), "tags")
+        if not tag:
+            raise invalid("tags", "tags must not be blank")
+        if tag.casefold() in seen:
+            raise invalid("tags", f"duplicate tag {tag!r} (tags are unique ignoring case)")
+        seen.add(tag.casefold())
+        tags.append(tag)
+    return tags
+
+
+def tag_keys(tags: list[str]) -> list[str]:
+    """The case-insensitive form of tags, stored for filtering."""
+    return [tag.casefold() for tag in tags]
+
+
+def parse_due_date(value: str, field: str = "due_date") -> datetime:
+    """An RFC 3339 date-time with an offset, or a bare ``YYYY-MM-DD`` meaning midnight UTC; in UTC."""
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), time(), tzinfo=UTC)
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise invalid(field, "must be an RFC 3339 date-time or a YYYY-MM-DD date") from None
+    if parsed.tzinfo is None or "T" not in text.upper():
+        raise invalid(field, "a date-time needs a 'T' and a UTC offset, e.g. 2026-12-24T18:00:00Z")
+    return parsed.astimezone(UTC)
+
+
 class TaskCreate(Struct, kw_only=True):
     """The body of ``POST /api/{user_id}/tasks``."""
 
     title: Title
     description: Description | None = None
     completed: bool = False
+    priority: PriorityName = "medium"
+    due_date: DueDate | None = None
+    tags: Tags = []
 
     def __post_init__(self) -> None:
         self.title = clean_title(self.title)
         if self.description is not None:
             self.description = check_text(self.description, "description")
+        if self.due_date is not None:
+            parse_due_date(self.due_date)
+        self.tags = clean_tags(self.tags)
 
     def to_model(self) -> Task:
         """A new, unsaved task (the repository stamps its owner)."""
-        return Task(title=self.title, description=self.description, completed=self.completed)
+        return Task(
+            title=self.title,
+            description=self.description,
+            completed=self.completed,
+            priority=Priority[self.priority],
+            due_date=None if self.due_date is None else parse_due_date(self.due_date),
+            tags=self.tags,
+            tag_keys=tag_keys(self.tags),
+        )
 
 
 class TaskUpdate(Struct, kw_only=True):
@@ -68,18 +134,32 @@ class TaskUpdate(Struct, kw_only=True):
     title: Title | UnsetType = UNSET
     description: Description | UnsetType | None = UNSET
     completed: bool | UnsetType = UNSET
+    priority: PriorityName | UnsetType = UNSET
+    due_date: DueDate | UnsetType | None = UNSET
+    tags: Tags | UnsetType = UNSET
 
     def __post_init__(self) -> None:
         if self.title is not UNSET:
             self.title = clean_title(self.title)
         if isinstance(self.description, str):
             self.description = check_text(self.description, "description")
+        if isinstance(self.due_date, str):
+            parse_due_date(self.due_date)
+        if self.tags is not UNSET:
+            self.tags = clean_tags(self.tags)
         if not self.changes():
-            raise ValueError("send at least one of title, description, completed")  # about the whole body
+            raise ValueError("send at least one of title, description, completed, priority, due_date, tags")
 
     def changes(self) -> dict[str, Any]:
-        """The fields the client sent (``description: null`` clears it)."""
-        return {name: value for name in self.__struct_fields__ if (value := getattr(self, name)) is not UNSET}
+        """The column values to set, for the fields the client sent (``null`` clears a nullable field)."""
+        sent = {name: value for name in self.__struct_fields__ if (value := getattr(self, name)) is not UNSET}
+        if "priority" in sent:
+            sent["priority"] = Priority[sent["priority"]]
+        if isinstance(sent.get("due_date"), str):
+            sent["due_date"] = parse_due_date(sent["due_date"])
+        if "tags" in sent:
+            sent["tag_keys"] = tag_keys(sent["tags"])
+        return sent
 
 
 class TaskCompletion(Struct, kw_only=True):
@@ -96,6 +176,9 @@ class TaskRead(Struct, kw_only=True):
     title: str
     description: str | None
     completed: bool
+    priority: PriorityName
+    due_date: datetime | None
+    tags: list[str]
     created_at: datetime
     updated_at: datetime
 
@@ -108,6 +191,9 @@ class TaskRead(Struct, kw_only=True):
             title=task.title,
             description=task.description,
             completed=task.completed,
+            priority=Priority(task.priority).name,  # type: ignore[arg-type]  # the enum's names are the literals
+            due_date=task.due_date,
+            tags=list(task.tags),
             created_at=task.created_at,
             updated_at=task.updated_at,
         )

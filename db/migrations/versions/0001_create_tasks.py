@@ -38,9 +38,7 @@ def upgrade() -> None:
         sqlite_autoincrement=True,
     )
     op.create_index("ix_tasks_user_id_created_at_id", "tasks", ["user_id", "created_at", "id"])
-    op.create_index(
-        "ix_tasks_user_id_completed_created_at_id", "tasks", ["user_id", "completed", "created_at", "id"]
-    )
+    op.create_index("ix_tasks_user_id_completed_created_at_id", "tasks", ["user_id", "completed", "created_at", "id"])
 
 
 def downgrade() -> None:

@@ -1,0 +1,40 @@
+"""SQL that differs by dialect, behind one expression each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, String, exists, func, literal, select, type_coerce
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.types import Boolean
+
+
+class ContainsAll(ColumnElement[bool]):
+    """``column`` (a tag list) holds every one of ``values``.
+
+    PostgreSQL: ``column @> ARRAY[...]``, served by a GIN index. SQLite: one ``EXISTS (… json_each …)`` per value.
+    """
+
+    inherit_cache = False
+    type = Boolean()
+
+    def __init__(self, column: ColumnElement[Any] | InstrumentedAttribute[Any], values: list[str]) -> None:
+        self.column = column
+        self.values = values
+
+
+@compiles(ContainsAll, "postgresql")
+def _contains_all_postgresql(element: ContainsAll, compiler: SQLCompiler, **kw: Any) -> str:
+    array = type_coerce(element.column, ARRAY(String))
+    return compiler.process(array.contains(literal(element.values, ARRAY(String))), **kw)
+
+
+@compiles(ContainsAll)
+def _contains_all_default(element: ContainsAll, compiler: SQLCompiler, **kw: Any) -> str:
+    each = func.json_each(element.column).table_valued("value")
+    value: Any = each.c.value
+    clauses = [exists(select(1).select_from(each).where(value == literal(v))) for v in element.values]
+    return " AND ".join(f"({compiler.process(clause, **kw)})" for clause in clauses) or "1 = 1"

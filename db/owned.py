@@ -7,10 +7,16 @@ How the scope is enforced (Advanced Alchemy 1.12):
 
 * Every read, count, exists, update and delete of ``SQLAlchemyAsyncRepository`` builds its statement
   through ``_get_base_stmt``; overriding it adds ``WHERE <owner column> = :owner_id`` to all of them,
-  including statements that callers pass in through ``statement=``.
-* Inserts (``add``, ``add_many``) are stamped with the owner; a row that names another owner is refused.
+  including statements that callers pass in through ``statement=``, which must select from the owned
+  table alone (an alias or a join would carry the filter on the wrong table).
+* Inserts (``add``, ``add_many``) are stamped with the owner; a row that names another owner, or picks
+  its own primary key (a duplicate key would reveal another owner's row), is refused.
 * Writes that copy attributes from caller data (``update``, ``update_many``, ``get_and_update``) refuse
-  data that names another owner, so a row can never be moved to someone else.
+  data that names another owner or changes the primary key, so a row can never move to someone else.
+
+Filters are code, not data: the WHERE clauses a caller adds narrow the owner's rows, and a caller that
+writes its own subquery over the raw table is reading outside the repository. Routes build their filters
+from the owned model's columns only.
 * Operations that cannot be scoped raise :class:`OwnerScopeError`: the upserts (native ``ON CONFLICT``
   bypasses the WHERE clause, and the fallback turns another owner's id into a conflict, an existence
   oracle), composite-key ``delete_many``, and the repository cache (its keys ignore the owner).
@@ -26,7 +32,7 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 
 from advanced_alchemy.exceptions import RepositoryError, wrap_sqlalchemy_exception
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import update
+from sqlalchemy import Select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.orm.strategy_options import _AbstractLoad
@@ -80,6 +86,9 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
         loader_options: list[_AbstractLoad] | None,
         execution_options: dict[str, Any] | None,
     ) -> StatementT:
+        if isinstance(statement, Select) and statement.get_final_froms() != [self.model_type.__table__]:
+            # An alias or a join would carry the owner filter on a table other than the one it reads.
+            raise OwnerScopeError(detail="owned statements must select from the owned table alone")
         statement = super()._get_base_stmt(
             statement=statement,  # type: ignore[type-var]
             loader_options=loader_options,
@@ -95,8 +104,14 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
             raise OwnerScopeError(detail="the data names another owner")
 
     def _claim(self, instance: ModelT) -> ModelT:
-        """Stamp the owner on a new row, refusing one that names another owner."""
+        """Stamp the owner on a new row, refusing one that names another owner or picks its own key.
+
+        A caller-chosen primary key would fail as a duplicate exactly when another owner's row has it:
+        an existence oracle. New rows get their key from the database.
+        """
         self._refuse_foreign(getattr(instance, self.owner_attribute, None))
+        if any(getattr(instance, name, None) is not None for name in self.pk_attr_names):
+            raise OwnerScopeError(detail="new rows get their primary key from the database")
         setattr(instance, self.owner_attribute, self.owner_id)
         return instance
 
@@ -109,7 +124,13 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
         return list(await super().add_many([self._claim(item) for item in data], **kwargs))
 
     async def update(self, data: ModelT, **kwargs: Any) -> ModelT:
-        """Update this owner's row with the attributes set on ``data`` (found through the scoped ``get``)."""
+        """Update this owner's row with the attributes set on ``data`` (found through the scoped ``get``).
+
+        Only by primary key: finding the row by another attribute would copy ``data``'s key onto it,
+        moving the row to a key that another owner may hold.
+        """
+        if kwargs.get("id_attribute") not in (None, *self.pk_attr_names):
+            raise OwnerScopeError(detail="update finds rows by primary key only")
         self._refuse_foreign(getattr(data, self.owner_attribute, None))
         return await super().update(data, **kwargs)
 
@@ -130,8 +151,13 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
         return await super().update_many(data, execution_options=options, **kwargs)
 
     async def get_and_update(self, *filters: Any, **kwargs: Any) -> tuple[ModelT, bool]:
-        """Find one of this owner's rows and set attributes on it; refuses to set another owner."""
+        """Find one of this owner's rows and set attributes on it; never another owner or another key."""
         self._refuse_foreign(kwargs.get(self.owner_attribute))
+        match_fields = kwargs.get("match_fields")
+        if match_fields is not None:
+            matched = {match_fields} if isinstance(match_fields, str) else set(match_fields)
+            if any(name in kwargs and name not in matched for name in self.pk_attr_names):
+                raise OwnerScopeError(detail="cannot change a row's primary key")
         return await super().get_and_update(*filters, **kwargs)
 
     async def update_values(self, item_id: int, values: Mapping[str, Any]) -> ModelT:

@@ -276,9 +276,9 @@ async def test_users_only_ever_see_their_own_tasks(client: Client, auth: Auth, n
                 response = await client.request(method, f"/api/{other}/tasks", json={"title": "x"}, headers=auth(user))
                 assert_problem(response, 403)
             task_id = next(iter(owned[other]))
-            for method in ("GET", "PUT", "PATCH", "DELETE"):
+            for method, suffix in (("GET", ""), ("PUT", ""), ("PATCH", ""), ("DELETE", ""), ("PATCH", "/complete")):
                 response = await client.request(
-                    method, f"/api/{other}/tasks/{task_id}", json={"title": "x"}, headers=auth(user)
+                    method, f"/api/{other}/tasks/{task_id}{suffix}", json={"title": "x"}, headers=auth(user)
                 )
                 assert_problem(response, 403)
     for user in users:  # nothing changed hands
@@ -394,6 +394,31 @@ async def test_a_user_id_with_reserved_characters_works(client: Client, auth: Au
     assert response.json()["user_id"] == user
     assert response.headers["location"] == f"{path}/{response.json()['id']}"
     assert (await client.get(response.headers["location"], headers=auth(user))).status_code == 200
+
+
+async def test_title_is_trimmed_before_its_length_is_checked(client: Client, auth: Auth, new_user: Any) -> None:
+    user = new_user()
+    exactly = "x" * 200
+    assert (await create(client, auth, user, title=f"  {exactly}\n"))["title"] == exactly
+    problem = assert_problem(
+        await client.post(f"/api/{user}/tasks", json={"title": "x" * 201}, headers=auth(user)), 400
+    )
+    assert problem["errors"][0]["field"] == "title"
+
+
+@pytest.mark.parametrize("title", ["\u200b", " \u200b\u200e ", "\u2028", "\t\u00a0"])
+async def test_invisible_only_titles_are_blank(client: Client, auth: Auth, new_user: Any, title: str) -> None:
+    user = new_user()
+    assert_problem(await client.post(f"/api/{user}/tasks", json={"title": title}, headers=auth(user)), 400)
+
+
+@pytest.mark.parametrize("path", ["/api/u1/tasks", "/api/u1/tasks/1", "/api/u1/tasks/1/complete"])
+async def test_plain_options_lists_methods_without_auth_or_data(client: Client, auth: Auth, path: str) -> None:
+    for headers in ({}, auth("u1"), auth("someone-else")):
+        response = await client.options(path, headers=headers)
+        assert response.status_code == 204
+        assert "OPTIONS" in response.headers["allow"]
+        assert response.content == b""
 
 
 async def test_unknown_route_and_method_are_problems(client: Client, auth: Auth, new_user: Any) -> None:

@@ -84,6 +84,26 @@ async def test_openapi_documents_every_route(client: Client) -> None:
                 assert "404" in operation["responses"]
     assert set(schema["paths"]["/api/{user_id}/tasks"]["post"]["responses"]) >= {"201"}
     assert set(schema["paths"]["/api/{user_id}/tasks/{task_id}"]["delete"]["responses"]) >= {"204"}
+    complete = schema["paths"]["/api/{user_id}/tasks/{task_id}/complete"]["patch"]
+    assert complete["requestBody"]["required"] is False  # no body toggles
+    [task_id] = [p for p in complete["parameters"] if p["name"] == "task_id"]
+    assert (task_id["schema"]["minimum"], task_id["schema"]["maximum"]) == (1, 2**63 - 1)
+    assert isinstance(task_id["schema"]["maximum"], int)
+    assert "Location" in schema["paths"]["/api/{user_id}/tasks"]["post"]["responses"]["201"]["headers"]
+    listing = schema["paths"]["/api/{user_id}/tasks"]["get"]
+    assert {"X-Total-Count", "Link"} <= set(listing["responses"]["200"]["headers"])
+    assert {p["name"] for p in listing["parameters"]} >= {
+        "status",
+        "priority",
+        "tag",
+        "due_before",
+        "due_after",
+        "q",
+        "sort",
+        "order",
+        "limit",
+        "cursor",
+    }
     create_body = schema["components"]["schemas"]["TaskCreate"]
     assert create_body["required"] == ["title"]
     assert create_body["properties"]["title"]["maxLength"] == 200

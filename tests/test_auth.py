@@ -99,6 +99,20 @@ async def test_bad_tokens_are_401(client: Client, new_user: Callable[[], str], c
 
 
 @pytest.mark.parametrize(
+    ("method", "suffix"),
+    [("POST", ""), ("GET", "/1"), ("PUT", "/1"), ("PATCH", "/1"), ("DELETE", "/1"), ("PATCH", "/1/complete")],
+)
+async def test_every_task_route_requires_a_valid_token(
+    client: Client, new_user: Callable[[], str], method: str, suffix: str
+) -> None:
+    user = new_user()
+    forged = sign(claims_for(user), key="another-secret-another-secret-another-secret")
+    for headers in ({}, {"Authorization": f"Bearer {forged}"}):
+        response = await client.request(method, f"/api/{user}/tasks{suffix}", json={"title": "x"}, headers=headers)
+        assert_401(response)
+
+
+@pytest.mark.parametrize(
     "header",
     [
         "Basic dXNlcjpwYXNz",

@@ -12,12 +12,13 @@ import inspect
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from advanced_alchemy.exceptions import NotFoundError
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from db.engine import create_engine
 from db.models import Task
@@ -87,6 +88,8 @@ async def probe_add(w: World) -> None:
     assert created.user_id == w.mallory_id  # stamped with the repository's owner
     with pytest.raises(OwnerScopeError):
         await w.mallory.add(Task(title="planted", user_id=w.alice_id))
+    with pytest.raises(OwnerScopeError):  # a chosen key would collide exactly when alice's row has it
+        await w.mallory.add(Task(id=w.alice_tasks[0], title="probe"))
 
 
 async def probe_add_many(w: World) -> None:
@@ -94,6 +97,8 @@ async def probe_add_many(w: World) -> None:
     assert {t.user_id for t in created} == {w.mallory_id}
     with pytest.raises(OwnerScopeError):
         await w.mallory.add_many([Task(title="ok"), Task(title="planted", user_id=w.alice_id)])
+    with pytest.raises(OwnerScopeError):
+        await w.mallory.add_many([Task(id=w.alice_tasks[0], title="probe")])
 
 
 async def probe_count(w: World) -> None:
@@ -137,6 +142,11 @@ async def probe_list(w: World) -> None:
     assert [t.id for t in await w.mallory.list()] == [w.mallory_task]
     assert await w.mallory.list(user_id=w.alice_id) == []
     assert await w.mallory.list(statement=alice_select(w)) == []
+    other = aliased(Task)
+    with pytest.raises(OwnerScopeError):  # the owner filter would land on the base table, not the alias
+        await w.mallory.list(statement=cast("Any", select(other)))
+    with pytest.raises(OwnerScopeError):
+        await w.mallory.list(statement=cast("Any", select(Task).join(other, other.title == Task.title)))
 
 
 async def probe_list_and_count(w: World) -> None:
@@ -158,6 +168,8 @@ async def probe_update(w: World) -> None:
         await w.mallory.update(Task(id=w.alice_tasks[0], title="defaced"))
     with pytest.raises(OwnerScopeError):  # moving one's own task to alice
         await w.mallory.update(Task(id=w.mallory_task, user_id=w.alice_id))
+    with pytest.raises(OwnerScopeError):  # found by title, then re-keyed onto alice's id
+        await w.mallory.update(Task(id=w.alice_tasks[0], title="mallory 1"), id_attribute="title")
 
 
 async def probe_update_many(w: World) -> None:
@@ -181,6 +193,8 @@ async def probe_get_and_update(w: World) -> None:
         await w.mallory.get_and_update(id=w.alice_tasks[0], title="defaced")
     with pytest.raises(OwnerScopeError):
         await w.mallory.get_and_update(match_fields=["id"], id=w.mallory_task, user_id=w.alice_id)
+    with pytest.raises(OwnerScopeError):  # matched by title, then re-keyed onto alice's id
+        await w.mallory.get_and_update(match_fields=["title"], title="mallory 1", id=w.alice_tasks[0])
 
 
 async def probe_delete(w: World) -> None:

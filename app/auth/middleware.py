@@ -29,6 +29,12 @@ class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
 
 
 def require_path_owner(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """A valid token may only use its own ``/api/{user_id}/…`` paths; anything else is a 403."""
+    """A valid token may only use its own ``/api/{user_id}/…`` paths; anything else is a 403.
+
+    ``OPTIONS`` is let through: the authentication middleware does not run for it (CORS preflights carry no
+    token) and Litestar's own ``OPTIONS`` handler only lists the allowed methods, never data.
+    """
+    if connection.scope.get("method") == "OPTIONS":
+        return
     if connection.path_params.get("user_id") != connection.user:
         raise PermissionDeniedException(detail="The token's user is not the user in the path.")

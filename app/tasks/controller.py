@@ -3,6 +3,7 @@ owner-scoped repository → schema → response. No code here filters by user: t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, quote, urlencode
@@ -13,6 +14,7 @@ from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ValidationException
 from litestar.middleware import DefineMiddleware
+from litestar.openapi.spec import Operation, Reference
 from litestar.params import JSONBody, Parameter
 from sqlalchemy import not_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,8 +30,20 @@ MAX_TASK_ID = 2**63 - 1  # PostgreSQL bigint
 
 TaskId = Annotated[
     int,
-    Parameter(ge=1, le=MAX_TASK_ID, description="The task's id (a positive integer)."),
+    # schema_extra keeps the documented maximum an exact integer (``le`` alone is rendered as a float).
+    Parameter(ge=1, le=MAX_TASK_ID, description="The task's id.", schema_extra={"minimum": 1, "maximum": MAX_TASK_ID}),
 ]
+
+
+@dataclass
+class OptionalBodyOperation(Operation):
+    """Litestar marks every request body required; ``/complete`` works without one (it toggles)."""
+
+    def __post_init__(self) -> None:
+        if self.request_body is not None and not isinstance(self.request_body, Reference):
+            self.request_body.required = False
+
+
 Tasks = NamedDependency[TaskRepository]
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 200
@@ -160,6 +174,9 @@ class TaskController(Controller):
         summary="Create a task",
         status_code=201,
         responses=problem_responses(400, 401, 403),
+        response_headers=[
+            ResponseHeader(name="Location", description="The new task's URL path.", documentation_only=True)
+        ],
     )
     async def create_task(self, tasks: Tasks, data: JSONBody[TaskCreate]) -> Response[TaskRead]:
         """Create a task; ``Location`` names it."""
@@ -186,6 +203,7 @@ class TaskController(Controller):
         summary="Complete or reopen a task",
         description='`{"completed": true|false}` sets the state (safe to retry); no body toggles it.',
         responses=problem_responses(400, 401, 403, 404),
+        operation_class=OptionalBodyOperation,
     )
     async def complete_task(
         self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskCompletion | None] = None

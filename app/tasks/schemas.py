@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal
 
@@ -13,9 +14,10 @@ Title = Annotated[
     str,
     Meta(
         min_length=1,
-        max_length=TITLE_MAX_LENGTH,
-        description=f"Trimmed of surrounding white space; 1 to {TITLE_MAX_LENGTH} characters, not blank.",
+        description=f"Trimmed of surrounding white space, then 1 to {TITLE_MAX_LENGTH} characters, not blank.",
         examples=["Buy milk"],
+        # The length is checked after trimming (clean_title); the schema still states the limit.
+        extra_json_schema={"extra": {"max_length": TITLE_MAX_LENGTH}},
     ),
 ]
 Description = Annotated[
@@ -43,16 +45,22 @@ Tags = Annotated[
 ]
 
 
+# Format and control characters (zero-width spaces, direction marks): a title of only these looks blank.
+_INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
 def invalid(field: str, message: str) -> ValueError:
     """A validation error located at ``field``, in msgspec's own format so Litestar reports the field."""
     return ValueError(f"{message} - at `$.{field}`")
 
 
 def clean_title(value: str) -> str:
-    """Trim a title and refuse one that is blank or holds characters no database stores."""
+    """Trim a title; refuse one that is blank (or only invisible characters), too long, or unstorable."""
     title = check_text(value.strip(), "title")
-    if not title:
+    if all(char.isspace() or unicodedata.category(char) in _INVISIBLE for char in title):
         raise invalid("title", "must not be blank")
+    if len(title) > TITLE_MAX_LENGTH:
+        raise invalid("title", f"must be at most {TITLE_MAX_LENGTH} characters after trimming")
     return title
 
 

@@ -30,5 +30,6 @@ def uvicorn_log_config(level: str) -> dict[str, Any]:
     config["filters"] = {"redact_query": {"()": RedactQueryString}}
     config["handlers"]["access"]["filters"] = ["redact_query"]
     config["loggers"]["uvicorn"]["level"] = level
+    config["loggers"]["uvicorn.access"]["level"] = level  # LOG_LEVEL=WARNING: no line per request
     config["loggers"]["app"] = {"handlers": ["default"], "level": level, "propagate": False}
     return config

@@ -27,12 +27,12 @@ it does not exercise with another owner's ids, so a method added by a future AA 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar, NoReturn, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, NoReturn, TypeVar, cast
 
 from advanced_alchemy.exceptions import RepositoryError, wrap_sqlalchemy_exception
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import Select, update
+from sqlalchemy import ColumnElement, Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.orm.strategy_options import _AbstractLoad
@@ -86,7 +86,13 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
         loader_options: list[_AbstractLoad] | None,
         execution_options: dict[str, Any] | None,
     ) -> StatementT:
-        if isinstance(statement, Select) and statement.get_final_froms() != [self.model_type.__table__]:
+        # ``self.statement`` is our own ``select(model)``; only statements a caller passed in need the check
+        # (``get_final_froms`` compiles the statement, far too slow for every request).
+        if (
+            statement is not self.statement
+            and isinstance(statement, Select)
+            and statement.get_final_froms() != [self.model_type.__table__]
+        ):
             # An alias or a join would carry the owner filter on a table other than the one it reads.
             raise OwnerScopeError(detail="owned statements must select from the owned table alone")
         statement = super()._get_base_stmt(
@@ -94,8 +100,45 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
             loader_options=loader_options,
             execution_options=execution_options,
         )
-        scoped: StatementT = statement.where(self.owner_column == self.owner_id)  # type: ignore[attr-defined]
+        scoped: StatementT = statement.where(self.owned())  # type: ignore[attr-defined]
         return scoped
+
+    def owned(self) -> ColumnElement[bool]:
+        """The owner condition itself: ``<owner column> = :owner_id``."""
+        return cast("ColumnElement[bool]", self.owner_column == self.owner_id)
+
+    async def page(
+        self,
+        *filters: ColumnElement[bool],
+        after: ColumnElement[bool] | None = None,
+        order_by: Sequence[ColumnElement[Any]] = (),
+        limit: int,
+    ) -> tuple[list[Any], int]:
+        """One page of this owner's rows and how many match ``filters`` in all, in one round trip.
+
+        Returns plain rows of the model's columns (no ORM objects: a list does not need them), at most
+        ``limit``, that match ``filters`` and ``after`` (the keyset position) in ``order_by``; the total
+        ignores ``after``. Both parts carry the owner condition.
+        """
+        table = self.model_type.__table__
+        total = (
+            select(func.count())
+            .select_from(table)
+            .where(self.owned(), *filters)
+            .correlate(None)  # a count of its own, not one per outer row
+            .scalar_subquery()
+            .label("_total")
+        )
+        conditions = [self.owned(), *filters] if after is None else [self.owned(), *filters, after]
+        statement = select(*table.columns, total).where(*conditions).order_by(*order_by).limit(limit)
+        with wrap_sqlalchemy_exception(
+            error_messages=self.error_messages, dialect_name=self._dialect.name, wrap_exceptions=self.wrap_exceptions
+        ):
+            rows = list((await self.session.execute(statement)).all())
+            if rows:
+                return rows, int(rows[0]._total)
+            # Past the last row (or nothing matches): the total still counts the filters.
+            return [], int(await self.session.scalar(select(total)) or 0)
 
     # -- writes that take rows from the caller -------------------------------------------------------------
 

@@ -163,6 +163,15 @@ async def probe_get_many_and_count(w: World) -> None:
     assert await w.mallory.get_many_and_count(foreign(w)) == ([], 0)
 
 
+async def probe_page(w: World) -> None:
+    rows, total = await w.mallory.page(limit=10, order_by=[Task.id.asc()])
+    assert ([r.id for r in rows], total) == ([w.mallory_task], 1)
+    assert await w.mallory.page(foreign(w), limit=10) == ([], 0)
+    assert await w.mallory.page(Task.user_id == w.alice_id, limit=10) == ([], 0)
+    rows, total = await w.mallory.page(after=Task.user_id == w.alice_id, limit=10)
+    assert (rows, total) == ([], 1)  # the keyset part narrows the page, never the owner
+
+
 async def probe_update(w: World) -> None:
     with pytest.raises(NotFoundError):
         await w.mallory.update(Task(id=w.alice_tasks[0], title="defaced"))
@@ -232,6 +241,7 @@ PROBES: dict[str, Probe] = {
 
 # Public methods that never touch rows: pure helpers on objects already in hand, and a ``SELECT 1``.
 NO_DATA_ACCESS = {
+    "owned",  # builds the owner condition; runs nothing
     "check_health",
     "check_not_found",
     "get_id_attribute_value",

@@ -28,11 +28,12 @@ class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=user_id, auth=None)
 
 
-def require_path_owner(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def require_path_owner(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """A valid token may only use its own ``/api/{user_id}/…`` paths; anything else is a 403.
 
     ``OPTIONS`` is let through: the authentication middleware does not run for it (CORS preflights carry no
     token) and Litestar's own ``OPTIONS`` handler only lists the allowed methods, never data.
+    Async on purpose: Litestar runs synchronous guards in a thread pool, a thread hop on every request.
     """
     if connection.scope.get("method") == "OPTIONS":
         return

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, quote, urlencode
 
-from advanced_alchemy.filters import LimitOffset
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
@@ -154,15 +153,13 @@ class TaskController(Controller):
             limit=limit,
         )
         key: bytes = request.app.state.cursor_key
-        filters = query.filters()
-        page = list(filters)
+        after = None
         if cursor is not None:
             try:
-                page.append(query.after(*query.read_cursor(cursor, key)))
+                after = query.after(*query.read_cursor(cursor, key))
             except InvalidCursorError as exc:
                 raise _query_invalid("cursor", str(exc)) from None
-        rows = await tasks.get_many(*page, LimitOffset(limit + 1, 0), order_by=query.order_by())
-        total = await tasks.count(*filters)
+        rows, total = await tasks.page(*query.filters(), after=after, order_by=query.order_by(), limit=limit + 1)
         headers = {"X-Total-Count": str(total)}
         if len(rows) > limit:
             rows = rows[:limit]

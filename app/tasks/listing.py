@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from advanced_alchemy.repository.typing import OrderingPair
 from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -87,7 +86,7 @@ class ListQuery:
             clauses.append(or_(Task.title.ilike(pattern, escape="\\"), Task.description.ilike(pattern, escape="\\")))
         return clauses
 
-    def order_by(self) -> list[OrderingPair]:
+    def order_by(self) -> list[ColumnElement[Any]]:
         """The sort, then ``id`` in the same direction so that equal values have a fixed order."""
         column = SORT_COLUMNS[self.sort]
         if self.direction == "desc":
@@ -122,8 +121,8 @@ class ListQuery:
         ]
         return hashlib.sha256(json.dumps(key, separators=(",", ":")).encode()).hexdigest()[:32]
 
-    def cursor_after(self, task: Task, key: bytes) -> str:
-        """An opaque cursor for the page that follows ``task``."""
+    def cursor_after(self, task: Any, key: bytes) -> str:
+        """An opaque cursor for the page that follows ``task`` (a task or a row of its columns)."""
         value = getattr(task, SORT_COLUMNS[self.sort].key)
         if isinstance(value, datetime):
             value = value.isoformat()

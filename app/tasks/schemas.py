@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
+from sqlalchemy import Row
 
 from db.models import DESCRIPTION_MAX_LENGTH, MAX_TAGS, TAG_MAX_LENGTH, TITLE_MAX_LENGTH, Priority, Task
 
@@ -191,8 +192,8 @@ class TaskRead(Struct, kw_only=True):
     updated_at: datetime
 
     @classmethod
-    def from_model(cls, task: Task) -> TaskRead:
-        """Copy the public fields of a stored task."""
+    def from_model(cls, task: Task | Row[Any]) -> TaskRead:
+        """Copy the public fields of a stored task (an ORM object, or a row of the table's columns)."""
         return cls(
             id=task.id,
             user_id=task.user_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, exists, func, literal, select, type_coerce
+from sqlalchemy import ColumnElement, String, cast, exists, func, literal, select, type_coerce
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute
@@ -29,7 +29,9 @@ class ContainsAll(ColumnElement[bool]):
 @compiles(ContainsAll, "postgresql")
 def _contains_all_postgresql(element: ContainsAll, compiler: SQLCompiler, **kw: Any) -> str:
     array = type_coerce(element.column, ARRAY(String))
-    return compiler.process(array.contains(literal(element.values, ARRAY(String))), **kw)
+    # An explicit varchar[] so the operator matches the column's type even when values are inlined as literals.
+    values = cast(literal(element.values, ARRAY(String)), ARRAY(String))
+    return compiler.process(array.contains(values), **kw)
 
 
 @compiles(ContainsAll)

@@ -90,8 +90,11 @@ class ListQuery:
         """The sort, then ``id`` in the same direction so that equal values have a fixed order."""
         column = SORT_COLUMNS[self.sort]
         if self.direction == "desc":
-            return [column.desc().nulls_last(), Task.id.desc()]
-        return [column.asc().nulls_last(), Task.id.asc()]
+            # NULLS LAST only where there are nulls: on a NOT NULL column it stops PostgreSQL from reading the
+            # (user_id, column, id) index backwards in order, and every page would sort all the user's rows.
+            ordered = column.desc().nulls_last() if self.sort == "due_date" else column.desc()
+            return [ordered, Task.id.desc()]
+        return [column.asc().nulls_last() if self.sort == "due_date" else column.asc(), Task.id.asc()]
 
     def after(self, task_value: Any, task_id: int) -> ColumnElement[bool]:
         """Rows that come after (``task_value``, ``task_id``) in :meth:`order_by`; tasks without a due date last."""

@@ -6,7 +6,6 @@ because alembic is; run them outside an event loop (the CLI does).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -16,22 +15,6 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-
-
-def objects_for(dialect: str) -> Callable[..., bool]:
-    """An alembic ``include_object`` that skips schema items restricted to other dialects with ``ddl_if``.
-
-    Alembic's autogenerate ignores ``ddl_if``; without this, SQLite would be asked for PostgreSQL's GIN index.
-    """
-
-    def include_object(obj: object, _name: str | None, _type: str, _reflected: bool, _compare_to: object) -> bool:
-        condition = getattr(obj, "_ddl_if", None)
-        wanted = getattr(condition, "dialect", None)
-        if wanted is None:
-            return True
-        return dialect == wanted if isinstance(wanted, str) else dialect in wanted
-
-    return include_object
 
 
 def alembic_config(database_url: str) -> Config:

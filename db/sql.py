@@ -15,7 +15,7 @@ from sqlalchemy.types import Boolean
 class ContainsAll(ColumnElement[bool]):
     """``column`` (a tag list) holds every one of ``values``.
 
-    PostgreSQL: ``column @> ARRAY[...]``, served by a GIN index. SQLite: one ``EXISTS (… json_each …)`` per value.
+    PostgreSQL: ``column @> ARRAY[...]``. SQLite: one ``EXISTS (… json_each …)`` per value.
     """
 
     inherit_cache = False

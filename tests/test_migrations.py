@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, make_url
 
 from db.engine import create_engine
 from db.models import metadata
-from db.schema import downgrade, head_revisions, objects_for, pending_revisions, upgrade
+from db.schema import downgrade, head_revisions, pending_revisions, upgrade
 from tests.conftest import _admin
 
 
@@ -40,9 +40,7 @@ def _inspect(url: str) -> tuple[set[str], set[str], list[str], list[object]]:
         tables = set(inspector.get_table_names())
         indexes = {ix["name"] for ix in inspector.get_indexes("tasks")} if "tasks" in tables else set()
         heads = list(MigrationContext.configure(connection).get_current_heads())
-        context = MigrationContext.configure(
-            connection, opts={"include_object": objects_for(connection.dialect.name), "compare_type": True}
-        )
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
         diff = compare_metadata(context, metadata) if "tasks" in tables else []
         return tables, {str(i) for i in indexes}, heads, diff
 

@@ -14,7 +14,6 @@ from sqlalchemy.engine import Connection
 
 from db.engine import create_engine
 from db.models import metadata
-from db.schema import objects_for
 
 config = context.config
 
@@ -28,7 +27,6 @@ def _skip_empty(_context: object, _revision: object, directives: list[Any]) -> N
 def _configure(connection: Connection) -> None:
     context.configure(
         process_revision_directives=_skip_empty,
-        include_object=objects_for(connection.dialect.name),
         connection=connection,
         target_metadata=metadata,
         compare_type=True,

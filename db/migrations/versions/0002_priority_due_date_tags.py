@@ -1,4 +1,4 @@
-"""priority, due date and tags; an index per sort order
+"""priority, due date and tags; an index per sort order (no tag index: see db/models.py)
 
 Revision ID: 0002
 Revises: 0001
@@ -39,13 +39,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("tag_keys", tag_type, server_default=no_tags, nullable=False))
     for name, columns in SORT_INDEXES.items():
         op.create_index(name, "tasks", columns)
-    if postgres:
-        op.create_index("ix_tasks_tag_keys", "tasks", ["tag_keys"], postgresql_using="gin")
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.drop_index("ix_tasks_tag_keys", table_name="tasks")
     for name in SORT_INDEXES:
         op.drop_index(name, table_name="tasks")
     with op.batch_alter_table("tasks") as batch:

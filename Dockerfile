@@ -9,8 +9,8 @@ ENV UV_COMPILE_BYTECODE=1 \
 RUN pip install --no-cache-dir "uv>=0.13,<0.14"
 WORKDIR /app
 COPY pyproject.toml uv.lock ./
-# Exactly what uv.lock pins, without the dev tools (pytest, ruff, mypy).
-RUN uv sync --frozen --no-dev --no-install-project
+# Exactly what uv.lock pins for the app: no dependency groups (tests, linters, the benchmark).
+RUN uv sync --frozen --no-default-groups --no-install-project
 
 FROM python:3.11-slim AS runtime
 ENV PATH=/app/.venv/bin:$PATH \

@@ -1,0 +1,838 @@
+"""Drive ours, FastAPI + SQLModel and bare ASGI with wrk, side by side, and report: ``uv run python -m bench.run``.
+
+For each app in turn: start it on a free port with ``--workers``, wait until an authenticated list answers,
+then for each workload run wrk (a warm-up, then the measured run) while sampling the RSS of the server's
+process tree, and afterwards delete the tasks it created and vacuum, so that every app and workload starts
+from the same data.
+Every request is made for one of ``--sample-users`` seeded users, picked at random, with that user's own
+token. The report (Markdown and JSON) has requests/s, p50/p95/p99, errors and peak RSS per app and
+workload, the ratios ours ÷ bare and ours ÷ FastAPI from this one run, the issue's targets, and the
+``EXPLAIN (ANALYZE, BUFFERS)`` plans of the list queries our app runs for one seeded user.
+
+``--quick`` is the smoke test the test suite runs: a throwaway database (created, seeded with 20 x 20 tasks,
+dropped), 2 s per workload, 8 connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import jwt
+import psutil  # type: ignore[import-untyped]  # psutil ships no type information
+
+from bench.common import DEFAULT_DATABASE_URL, asyncpg_dsn, database_name, drop_database
+from bench.seed import SeedPlan, seed
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+WRK_SCRIPT = BENCH / "wrk" / "tasks.lua"
+WORKLOADS = ("list", "get", "create", "update", "mix")
+APPS = ("ours", "fastapi", "bare")
+LABELS = {"ours": "ours (Litestar + AA)", "fastapi": "FastAPI + SQLModel", "bare": "bare ASGI + asyncpg"}
+READY_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 20.0
+RSS_SAMPLE_SECONDS = 0.1
+SAFE_USER_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
+MAX_TASK_IDS_PER_USER = 200
+TOKEN_LIFETIME_SECONDS = 24 * 3600
+QUICK_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+SETTLE_TIMEOUT_SECONDS = 15.0
+SETTLE_QUIET_POLLS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What to run."""
+
+    database_url: str
+    apps: tuple[str, ...]
+    workloads: tuple[str, ...]
+    workers: int
+    connections: int
+    threads: int
+    duration: int
+    warmup: int
+    sample_users: int
+    output_dir: Path
+    explain: bool
+    quick: bool
+    throwaway: bool = False  # a database made for this run (quick mode), dropped at the end
+
+
+@dataclass(slots=True)
+class Result:
+    """One app under one workload."""
+
+    app: str
+    workload: str
+    requests: int
+    seconds: float
+    requests_per_second: float
+    latency_ms: dict[str, float]
+    errors: int
+    socket_errors: dict[str, int]
+    statuses: dict[str, int]
+    peak_rss_mb: float
+    peak_process_rss_mb: float
+    processes: int
+
+
+@dataclass(slots=True)
+class Explained:
+    """The plan of one statement our app runs for a list request."""
+
+    variant: str
+    kind: str
+    sql: str
+    plan: str
+    indexes: list[str] = field(default_factory=list)
+    seq_scan: bool = False
+    sort_node: bool = False
+    execution_ms: float | None = None
+
+
+# -- servers ------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def server_command(app: str, port: int, workers: int) -> list[str]:
+    """How each app is started: ours exactly as deployed (``manage.py serve``), the baselines by uvicorn."""
+    if app == "ours":
+        return [
+            sys.executable,
+            "manage.py",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ]
+    module = {"fastapi": "bench.baselines.fastapi_sqlmodel:app", "bare": "bench.baselines.bare_asgi:app"}[app]
+    return [
+        sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers), "--log-level", "warning",
+    ]  # fmt: skip
+
+
+class Server:
+    """One app's server process (in its own process group), its log, and its process tree's memory."""
+
+    def __init__(self, app: str, port: int, workers: int, env: dict[str, str], log_path: Path) -> None:
+        self.app = app
+        self.port = port
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(  # noqa: S603 - a fixed command line
+            server_command(app, port, workers),
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the server's output, for error messages."""
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_ready(self, path: str, token: str, deadline_seconds: float = READY_TIMEOUT_SECONDS) -> None:
+        """Wait until an authenticated GET of ``path`` answers 200; fail if the process dies or time runs out."""
+        deadline = time.monotonic() + deadline_seconds
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.app} exited with {self.process.returncode}:\n{self.log_tail()}")
+            request = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
+            try:
+                with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 - our own loopback URL
+                    if response.status == 200:
+                        return
+                    last = f"HTTP {response.status}"
+            except urllib.error.HTTPError as exc:
+                last = f"HTTP {exc.code}: {exc.read()[:300]!r}"
+            except OSError as exc:
+                last = repr(exc)
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.app} not ready after {deadline_seconds:.0f} s ({last}):\n{self.log_tail()}")
+
+    def tree(self) -> list[psutil.Process]:
+        """The server process and all its descendants (uvicorn's workers)."""
+        try:
+            parent = psutil.Process(self.process.pid)
+            return [parent, *parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self) -> None:
+        """SIGTERM to the server's process group, then SIGKILL if it does not stop in time."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+
+
+class RssSampler(threading.Thread):
+    """Samples the RSS of a server's process tree until stopped; keeps the peak sum and peak single process."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.peak_total = 0
+        self.peak_process = 0
+        self.processes = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        """Sample until :meth:`finish`."""
+        while not self._stop_event.is_set():
+            total = 0
+            tree = self.server.tree()
+            for process in tree:
+                try:
+                    rss: int = process.memory_info().rss
+                except psutil.Error:
+                    continue
+                total += rss
+                self.peak_process = max(self.peak_process, rss)
+            self.peak_total = max(self.peak_total, total)
+            self.processes = max(self.processes, len(tree))
+            self._stop_event.wait(RSS_SAMPLE_SECONDS)
+
+    def finish(self) -> None:
+        """Stop sampling."""
+        self._stop_event.set()
+        self.join()
+
+
+@contextmanager
+def serving(app: str, options: Options, env: dict[str, str], ready_path: str, token: str) -> Iterator[Server]:
+    """A running, ready server for ``app``; always stopped afterwards."""
+    log_dir = options.output_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    server = Server(app, free_port(), options.workers, env, log_dir / f"server-{app}.log")
+    try:
+        server.wait_ready(ready_path, token)
+        yield server
+    finally:
+        server.stop()
+
+
+# -- load ---------------------------------------------------------------------------------------------------
+
+
+def run_wrk(
+    server: Server, data_file: Path, workload: str, seconds: int, options: Options, raw_log: Path | None
+) -> dict[str, Any]:
+    """One wrk run; the parsed ``BENCH_RESULT`` line of the Lua ``done()`` hook."""
+    command = [
+        "wrk", "-t", str(options.threads), "-c", str(options.connections), "-d", f"{seconds}s",
+        "--timeout", "5s", "--latency", "-s", str(WRK_SCRIPT), server.url,
+        "--", str(data_file), workload, str(secrets.randbelow(1_000_000)),
+    ]  # fmt: skip
+    completed = subprocess.run(  # noqa: S603 - a fixed command line
+        command, capture_output=True, text=True, timeout=seconds + 60, check=False
+    )
+    if raw_log is not None:
+        raw_log.write_text(completed.stdout + completed.stderr)
+    for line in completed.stdout.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            parsed: dict[str, Any] = json.loads(line.removeprefix("BENCH_RESULT "))
+            return parsed
+    raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr.strip() or completed.stdout[-2000:]}")
+
+
+def measure(server: Server, data_file: Path, workload: str, options: Options) -> Result:
+    """Warm up, then measure one workload while sampling the server's memory."""
+    sampler = RssSampler(server)
+    sampler.start()
+    try:
+        if options.warmup > 0:
+            run_wrk(server, data_file, workload, options.warmup, options, None)
+        raw = options.output_dir / "logs" / f"wrk-{server.app}-{workload}.txt"
+        stats = run_wrk(server, data_file, workload, options.duration, options, raw)
+    finally:
+        sampler.finish()
+    if server.process.poll() is not None:
+        raise RuntimeError(f"{server.app} died during {workload}:\n{server.log_tail()}")
+    seconds = stats["duration_us"] / 1e6
+    statuses = {str(code): int(count) for code, count in stats["statuses"].items()}
+    socket_errors = {kind: int(stats["errors"][kind]) for kind in ("connect", "read", "write", "timeout")}
+    non_2xx = sum(count for code, count in statuses.items() if not code.startswith("2"))
+    latency = stats["latency_us"]
+    return Result(
+        app=server.app,
+        workload=workload,
+        requests=int(stats["requests"]),
+        seconds=round(seconds, 3),
+        requests_per_second=round(stats["requests"] / seconds, 1) if seconds else 0.0,
+        latency_ms={key: round(latency[key] / 1000, 2) for key in ("mean", "p50", "p90", "p95", "p99", "p999", "max")},
+        errors=non_2xx + sum(socket_errors.values()),
+        socket_errors=socket_errors,
+        statuses=statuses,
+        peak_rss_mb=round(sampler.peak_total / 2**20, 1),
+        peak_process_rss_mb=round(sampler.peak_process / 2**20, 1),
+        processes=sampler.processes,
+    )
+
+
+# -- data ---------------------------------------------------------------------------------------------------
+
+
+async def sample_users(database_url: str, count: int) -> list[tuple[str, list[int]]]:
+    """``count`` seeded users (a fixed pseudo-random choice) and their task ids, oldest first."""
+    connection = await asyncpg.connect(asyncpg_dsn(database_url), timeout=10)
+    try:
+        rows = await connection.fetch(
+            """
+            SELECT user_id, (array_agg(id ORDER BY id))[1:$2] AS ids
+            FROM tasks
+            WHERE user_id IN (
+              SELECT user_id FROM (SELECT DISTINCT user_id FROM tasks) AS owners
+              WHERE user_id ~ '^[A-Za-z0-9_-]+$' ORDER BY md5(user_id) LIMIT $1
+            )
+            GROUP BY user_id ORDER BY md5(user_id)
+            """,
+            count,
+            MAX_TASK_IDS_PER_USER,
+        )
+        # Read the sampled users' rows once, so the first app measured does not pay for a cold cache.
+        await connection.fetchval(
+            "SELECT count(*) FROM (SELECT title, description, tags FROM tasks WHERE user_id = ANY($1)) AS t",
+            [row["user_id"] for row in rows],
+        )
+    finally:
+        await connection.close()
+    return [(row["user_id"], list(row["ids"])) for row in rows if SAFE_USER_ID.fullmatch(row["user_id"])]
+
+
+def issue_token(secret: str, user_id: str) -> str:
+    """An HS256 token for ``user_id``, as Better Auth would issue it."""
+    now = int(time.time())
+    return jwt.encode({"sub": user_id, "iat": now, "exp": now + TOKEN_LIFETIME_SECONDS}, secret, algorithm="HS256")
+
+
+def write_lua_data(path: Path, users: list[tuple[str, list[int]]], tokens: list[str]) -> None:
+    """The users, tokens and task ids, as a Lua file that the wrk script loads with ``dofile``."""
+    lines = ["return {", "users = {"]
+    lines += [f'"{user}",' for user, _ in users]
+    lines += ["},", "tokens = {"]
+    lines += [f'"{token}",' for token in tokens]
+    lines += ["},", "tasks = {"]
+    lines += ["{" + ",".join(str(task_id) for task_id in ids) + "}," for _, ids in users]
+    lines += ["},", "}"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+async def max_task_id(database_url: str) -> int:
+    """The highest task id: the tasks above it after a run are the ones the run created."""
+    connection = await asyncpg.connect(asyncpg_dsn(database_url), timeout=10)
+    try:
+        value: int | None = await connection.fetchval("SELECT max(id) FROM tasks")
+        return value or 0
+    finally:
+        await connection.close()
+
+
+async def remove_created(database_url: str, above: int) -> int:
+    """Delete the tasks a run created and vacuum, so that the next workload starts from the same data.
+
+    Requests still in flight when wrk stops may insert a task after the delete, so first wait (up to
+    ``SETTLE_TIMEOUT_SECONDS``) until the database has no other active statement and no new task for a while.
+    """
+    connection = await asyncpg.connect(asyncpg_dsn(database_url), timeout=10)
+    try:
+        deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
+        quiet, last = 0, None
+        while quiet < SETTLE_QUIET_POLLS and time.monotonic() < deadline:
+            busy, newest = await connection.fetchrow(
+                """
+                SELECT (SELECT count(*) FROM pg_stat_activity
+                        WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()),
+                       (SELECT max(id) FROM tasks)
+                """
+            )
+            quiet = quiet + 1 if busy == 0 and newest == last else 0
+            last = newest
+            await asyncio.sleep(0.1)
+        status: str = await connection.execute("DELETE FROM tasks WHERE id > $1", above)
+        await connection.execute("VACUUM (ANALYZE) tasks")
+    finally:
+        await connection.close()
+    return int(status.rsplit(maxsplit=1)[-1])
+
+
+# -- EXPLAIN ------------------------------------------------------------------------------------------------
+
+_INDEX_NODE = re.compile(r"(?:Index Only Scan|Index Scan|Bitmap Index Scan)(?: Backward)? (?:using|on) (\w+)")
+
+
+async def explain_list_queries(database_url: str, user_id: str) -> list[Explained]:
+    """``EXPLAIN (ANALYZE, BUFFERS)`` of the statements our app runs for a page of 20, per list variant.
+
+    The statements are captured from the app's own code: its ``ListQuery`` and owner-scoped repository,
+    called as the list route calls them (``page()`` with ``limit + 1`` rows and the filter's total).
+    """
+    from sqlalchemy import event  # noqa: PLC0415 - the app's stack, only for this step
+    from sqlalchemy.ext.asyncio import AsyncSession  # noqa: PLC0415
+
+    from app.tasks.listing import ListQuery  # noqa: PLC0415
+    from db.engine import create_engine  # noqa: PLC0415
+    from db.repositories import TaskRepository  # noqa: PLC0415
+
+    connection = await asyncpg.connect(asyncpg_dsn(database_url), timeout=10)
+    try:
+        tag: str | None = await connection.fetchval(
+            "SELECT t FROM tasks, unnest(tag_keys) AS t WHERE user_id = $1 "
+            "GROUP BY t ORDER BY count(*) DESC, t LIMIT 1",
+            user_id,
+        )
+    finally:
+        await connection.close()
+    variants = [
+        ("default", ListQuery(owner=user_id, limit=20)),
+        ("status=pending", ListQuery(owner=user_id, status="pending", limit=20)),
+        (f"tag={tag or 'work'}", ListQuery(owner=user_id, tags=(tag or "work",), limit=20)),
+        ("sort=due_date", ListQuery(owner=user_id, sort="due_date", limit=20)),
+        ("sort=priority", ListQuery(owner=user_id, sort="priority", limit=20)),
+        ("q=report", ListQuery(owner=user_id, q="report", limit=20)),
+    ]
+    engine = create_engine(database_url)
+    captured: list[tuple[str, Any]] = []
+
+    def capture(*args: Any) -> None:  # before_cursor_execute(conn, cursor, statement, parameters, ...)
+        captured.append((args[2], args[3]))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    plans: list[Explained] = []
+    try:
+        async with AsyncSession(engine) as session:
+            for variant, query in variants:
+                repository = TaskRepository(owner_id=user_id, session=session)
+                captured.clear()
+                await repository.page(*query.filters(), order_by=query.order_by(), limit=query.limit + 1)
+                statements = [(sql, params) for sql, params in captured if "FROM tasks" in sql]
+                for number, (sql, params) in enumerate(statements, start=1):
+                    kind = "page + total" if len(statements) == 1 else f"statement {number}"
+                    result = await (await session.connection()).exec_driver_sql(
+                        "EXPLAIN (ANALYZE, BUFFERS) " + sql, params
+                    )
+                    plan = "\n".join(str(row[0]) for row in result)
+                    timing = re.search(r"Execution Time: ([\d.]+) ms", plan)
+                    plans.append(
+                        Explained(
+                            variant=variant,
+                            kind=kind,
+                            sql=" ".join(sql.split()),
+                            plan=plan,
+                            indexes=sorted(set(_INDEX_NODE.findall(plan))),
+                            seq_scan="Seq Scan on tasks" in plan,
+                            sort_node="Sort Key:" in plan,
+                            execution_ms=float(timing.group(1)) if timing else None,
+                        )
+                    )
+            await session.rollback()
+    finally:
+        await engine.dispose()
+    return plans
+
+
+# -- report -------------------------------------------------------------------------------------------------
+
+
+def ratio(results: dict[tuple[str, str], Result], workload: str, other: str) -> float | None:
+    """ours ÷ ``other`` in requests/s for ``workload``."""
+    ours, base = results.get(("ours", workload)), results.get((other, workload))
+    if ours is None or base is None or not base.requests_per_second:
+        return None
+    return round(ours.requests_per_second / base.requests_per_second, 2)
+
+
+def targets(results: dict[tuple[str, str], Result]) -> list[tuple[str, str, bool]]:
+    """The issue's targets (one worker, 64 connections, 1M tasks) against this run: (target, measured, met)."""
+    checks: list[tuple[str, str, bool]] = []
+    for workload, bare_share, fastapi_times in (("list", 0.5, 2.0), ("mix", 0.4, None)):
+        ours = results.get(("ours", workload))
+        if ours is None:
+            continue
+        to_bare = ratio(results, workload, "bare")
+        if to_bare is not None:
+            checks.append((f"{workload}: ours >= {bare_share} x bare", f"{to_bare:.2f} x", to_bare >= bare_share))
+        to_fastapi = ratio(results, workload, "fastapi")
+        if fastapi_times is not None and to_fastapi is not None:
+            met = to_fastapi >= fastapi_times
+            checks.append((f"{workload}: ours >= {fastapi_times} x FastAPI", f"{to_fastapi:.2f} x", met))
+        p99 = ours.latency_ms["p99"]
+        checks.append((f"{workload}: p99 <= 50 ms", f"{p99:.1f} ms", p99 <= 50))
+        checks.append((f"{workload}: 0 errors", str(ours.errors), ours.errors == 0))
+    ours_rss = [r.peak_process_rss_mb for (app, _), r in results.items() if app == "ours"]
+    if ours_rss:
+        checks.append(("peak RSS per worker <= 150 MB", f"{max(ours_rss):.0f} MB", max(ours_rss) <= 150))
+    return checks
+
+
+def results_table(results: dict[tuple[str, str], Result]) -> list[str]:
+    """The main table, as Markdown lines."""
+    lines = [
+        "| app | workload | req/s | p50 ms | p95 ms | p99 ms | errors | peak RSS MB (tree) | peak RSS MB (process) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (app, workload), r in results.items():
+        lines.append(
+            f"| {app} | {workload} | {r.requests_per_second:,.0f} | {r.latency_ms['p50']:.1f} | "
+            f"{r.latency_ms['p95']:.1f} | {r.latency_ms['p99']:.1f} | {r.errors} | {r.peak_rss_mb:.0f} | "
+            f"{r.peak_process_rss_mb:.0f} |"
+        )
+    return lines
+
+
+def ratios_table(results: dict[tuple[str, str], Result], workloads: Sequence[str]) -> list[str]:
+    """ours ÷ bare and ours ÷ FastAPI per workload, as Markdown lines."""
+
+    def show(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    def p99(app: str, workload: str) -> str:
+        result = results.get((app, workload))
+        return "-" if result is None else f"{result.latency_ms['p99']:.1f}"
+
+    lines = [
+        "| workload | ours ÷ bare (req/s) | ours ÷ FastAPI (req/s) | p99 ms ours / FastAPI / bare |",
+        "|---|---:|---:|---|",
+    ]
+    for workload in workloads:
+        lines.append(
+            f"| {workload} | {show(ratio(results, workload, 'bare'))} | {show(ratio(results, workload, 'fastapi'))} "
+            f"| {p99('ours', workload)} / {p99('fastapi', workload)} / {p99('bare', workload)} |"
+        )
+    return lines
+
+
+def git_revision() -> str:
+    """The commit measured, marked ``+changes`` when the work tree differs from it (read-only git calls)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        clean = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--"],  # noqa: S607
+            cwd=ROOT,
+            capture_output=True,
+            check=False,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head if clean.returncode == 0 else f"{head}+changes"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def render_markdown(meta: dict[str, Any], results: dict[tuple[str, str], Result], plans: list[Explained]) -> str:
+    """The report as Markdown."""
+    lines = [
+        "# Benchmark: ours vs FastAPI + SQLModel vs bare ASGI (the ceiling)",
+        "",
+        f"- when: {meta['started']} (commit {meta['commit']}); reproduce: `{meta['command']}`",
+        f"- machine: {meta['cpus']} CPUs ({meta['cpu']}), {meta['memory_gb']} GiB; Python {meta['python']}; "
+        f"{meta['postgres']}; 1-minute load average at start {meta['load_average_at_start']} (should be near 0)",
+        f"- data: database `{meta['database']}`, {meta['tasks']:,} tasks of {meta['users']:,} users; "
+        f"requests spread over {meta['sample_users']:,} of them, each with its own token",
+        f"- load: wrk, {meta['connections']} connections, {meta['threads']} thread(s), "
+        f"{meta['warmup']} s warm-up + {meta['duration']} s measured per workload; {meta['workers']} worker(s) per app",
+        "- errors = non-2xx responses + socket errors (connect, read, write, timeout); RSS = the server's process "
+        "tree, sampled every 0.1 s during the workload (tree = all processes; process = the largest one)",
+        "",
+        "## Results",
+        "",
+        *results_table(results),
+        "",
+        "## Ratios (one run, so the machine's noise hits all apps alike)",
+        "",
+        *ratios_table(results, meta["workloads"]),
+        "",
+    ]
+    checks = targets(results)
+    if checks:
+        lines += ["## Targets (issue 3: one worker, 64 connections, 1M tasks)", "", "| target | measured | met |"]
+        lines += ["|---|---:|---|"]
+        lines += [f"| {name} | {value} | {'yes' if met else '**no**'} |" for name, value, met in checks]
+        lines.append("")
+    odd = {f"{app}/{workload}": r.statuses for (app, workload), r in results.items() if r.errors}
+    if odd:
+        lines += ["Status codes where there were errors: `" + json.dumps(odd) + "`", ""]
+    lines += ["## List query plans (ours)", ""]
+    if meta.get("explain_error"):
+        lines += [f"EXPLAIN failed: `{meta['explain_error']}`", ""]
+    elif plans:
+        lines += [
+            f"`EXPLAIN (ANALYZE, BUFFERS)` of the statements our app runs for `limit=20`, for user "
+            f"`{meta['explain_user']}` ({meta['explain_user_tasks']} tasks), on the database above.",
+            "",
+            "A sort step means the index only found the user's rows and every one of them was read and sorted;",
+            "without one the index delivers the page in order and the scan stops after `limit + 1` rows.",
+            "",
+            "| variant | statement | indexes used | seq scan | sort step | buffers | execution ms |",
+            "|---|---|---|---|---|---:|---:|",
+        ]
+        for p in plans:
+            ms = "-" if p.execution_ms is None else f"{p.execution_ms:.3f}"
+            used = ", ".join(p.indexes) or "none"
+            buffers = re.search(r"Buffers: shared hit=(\d+)(?: read=(\d+))?", p.plan)
+            touched = sum(int(n or 0) for n in buffers.groups()) if buffers else 0
+            seq = "**yes**" if p.seq_scan else "no"
+            lines.append(
+                f"| {p.variant} | {p.kind} | {used} | {seq} | {'yes' if p.sort_node else 'no'} | {touched} | {ms} |"
+            )
+        lines.append("")
+        for p in plans:
+            lines += [f"### {p.variant}: {p.kind}", "", "```sql", p.sql, "```", "", "```", p.plan, "```", ""]
+    else:
+        lines += ["(not run)", ""]
+    return "\n".join(lines)
+
+
+def print_summary(results: dict[tuple[str, str], Result], workloads: Sequence[str]) -> None:
+    """The tables on stdout."""
+    print()
+    print("\n".join(results_table(results)))
+    print()
+    print("\n".join(ratios_table(results, workloads)))
+    for name, value, met in targets(results):
+        print(f"  {'ok  ' if met else 'MISS'} {name}: {value}")
+
+
+# -- the run ------------------------------------------------------------------------------------------------
+
+
+async def database_facts(database_url: str) -> dict[str, Any]:
+    """Size of the data and the server's version."""
+    connection = await asyncpg.connect(asyncpg_dsn(database_url), timeout=10)
+    try:
+        has_table = await connection.fetchval("SELECT to_regclass('tasks') IS NOT NULL")
+        tasks = await connection.fetchval("SELECT count(*) FROM tasks") if has_table else 0
+        users = await connection.fetchval("SELECT count(DISTINCT user_id) FROM tasks") if has_table else 0
+        version: str = await connection.fetchval("SELECT version()")
+    finally:
+        await connection.close()
+    return {"tasks": tasks, "users": users, "postgres": version.split(" on ", maxsplit=1)[0]}
+
+
+def run(options: Options, command_line: str) -> dict[str, Any]:
+    """Benchmark every app under every workload; write and return the report."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    facts = asyncio.run(database_facts(options.database_url))
+    if not facts["tasks"]:
+        raise SystemExit(f"{database_name(options.database_url)} has no tasks: run `python -m bench.seed` first")
+    users = asyncio.run(sample_users(options.database_url, options.sample_users))
+    secret = secrets.token_urlsafe(48)
+    tokens = [issue_token(secret, user) for user, _ in users]
+    env = {
+        **os.environ,
+        "DATABASE_URL": options.database_url,
+        "BETTER_AUTH_SECRET": secret,
+        "APP_ENV": "production",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for variable in ("WEB_CONCURRENCY", "HOST", "PORT"):
+        env.pop(variable, None)
+    meta: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average_at_start": round(os.getloadavg()[0], 2),
+        "command": command_line,
+        "commit": git_revision(),
+        "cpus": os.cpu_count(),
+        "cpu": cpu_model(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30),
+        "python": platform.python_version(),
+        "database": database_name(options.database_url),
+        **facts,
+        "sample_users": len(users),
+        "apps": list(options.apps),
+        "workloads": list(options.workloads),
+        "workers": options.workers,
+        "connections": options.connections,
+        "threads": options.threads,
+        "duration": options.duration,
+        "warmup": options.warmup,
+    }
+    results: dict[tuple[str, str], Result] = {}
+    ready_path = f"/api/{users[0][0]}/tasks?limit=20"
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        data_file = Path(scratch) / "users.lua"
+        write_lua_data(data_file, users, tokens)
+        for app in options.apps:
+            watermark = asyncio.run(max_task_id(options.database_url))
+            with serving(app, options, env, ready_path, tokens[0]) as server:
+                for workload in options.workloads:
+                    try:
+                        result = measure(server, data_file, workload, options)
+                    finally:  # every workload starts from the seeded data, vacuumed
+                        asyncio.run(remove_created(options.database_url, watermark))
+                    results[(app, workload)] = result
+                    print(
+                        f"{app:8} {workload:7} {result.requests_per_second:9,.0f} req/s  "
+                        f"p99 {result.latency_ms['p99']:7.1f} ms  errors {result.errors}  "
+                        f"RSS {result.peak_rss_mb:.0f} MB",
+                        flush=True,
+                    )
+    plans: list[Explained] = []
+    if options.explain:
+        user, ids = users[0]
+        meta["explain_user"], meta["explain_user_tasks"] = user, len(ids)
+        try:
+            plans = asyncio.run(explain_list_queries(options.database_url, user))
+        except Exception as exc:  # the report says what broke; the measurements still stand
+            meta["explain_error"] = f"{type(exc).__name__}: {exc}"
+    report = {
+        "meta": meta,
+        "results": [asdict(r) for r in results.values()],
+        "ratios": {
+            workload: {
+                "ours/bare": ratio(results, workload, "bare"),
+                "ours/fastapi": ratio(results, workload, "fastapi"),
+            }
+            for workload in options.workloads
+        },
+        "targets": [{"target": name, "measured": value, "met": met} for name, value, met in targets(results)],
+        "explain": [asdict(p) for p in plans],
+    }
+    options.output_dir.mkdir(parents=True, exist_ok=True)
+    (options.output_dir / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    (options.output_dir / "latest.md").write_text(render_markdown(meta, results, plans))
+    print_summary(results, options.workloads)
+    print(f"\nreport: {options.output_dir / 'latest.md'} and latest.json")
+    return report
+
+
+def parse_options(argv: Sequence[str] | None) -> Options:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--database-url", help=f"a seeded database (default {DEFAULT_DATABASE_URL})")
+    parser.add_argument("--apps", default=",".join(APPS), help="comma-separated, from: %(default)s")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, from: %(default)s")
+    parser.add_argument("--workers", type=int, default=1, help="server processes per app (%(default)s)")
+    parser.add_argument("--connections", type=int, help="concurrent connections (64; quick: 8)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (%(default)s)")
+    parser.add_argument("--duration", type=int, help="measured seconds per workload (15; quick: 2)")
+    parser.add_argument("--warmup", type=int, help="warm-up seconds per workload (5; quick: 0)")
+    parser.add_argument("--sample-users", type=int, help="users the requests are spread over (1000; quick: 20)")
+    parser.add_argument("--output-dir", type=Path, help="where latest.md/.json go (bench/results; quick: .../quick)")
+    parser.add_argument("--no-explain", action="store_true", help="skip the EXPLAIN plans")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run on a throwaway database")
+    parser.add_argument(
+        "--postgres-url",
+        default=QUICK_SERVER_URL,
+        help="quick mode without --database-url: the server to make the throwaway database on (%(default)s)",
+    )
+    args = parser.parse_args(argv)
+    apps = tuple(a for a in args.apps.split(",") if a)
+    workloads = tuple(w for w in args.workloads.split(",") if w)
+    if not apps or set(apps) - set(APPS):
+        parser.error(f"--apps must be among {', '.join(APPS)}")
+    if not workloads or set(workloads) - set(WORKLOADS):
+        parser.error(f"--workloads must be among {', '.join(WORKLOADS)}")
+    quick = bool(args.quick)
+
+    def pick(value: int | None, normal: int, small: int) -> int:
+        return value if value is not None else (small if quick else normal)
+
+    options = Options(
+        database_url=args.database_url or DEFAULT_DATABASE_URL,
+        apps=apps,
+        workloads=workloads,
+        workers=args.workers,
+        connections=pick(args.connections, 64, 8),
+        threads=args.threads,
+        duration=pick(args.duration, 15, 2),
+        warmup=pick(args.warmup, 5, 0),
+        sample_users=pick(args.sample_users, 1000, 20),
+        output_dir=args.output_dir or (BENCH / "results" / ("quick" if quick else "")),
+        explain=not args.no_explain,
+        quick=quick,
+    )
+    if options.workers < 1 or options.duration < 1 or options.warmup < 0 or options.sample_users < 1:
+        parser.error("--workers, --duration and --sample-users must be positive, --warmup not negative")
+    if options.connections < options.threads:
+        parser.error("--connections must be at least --threads")
+    if quick and args.database_url is None:
+        throwaway = asyncpg_dsn(args.postgres_url, database=f"bench_quick_{secrets.token_hex(4)}")
+        options = replace(options, database_url=throwaway, throwaway=True)
+    return options
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark (in quick mode on a throwaway database that is dropped afterwards)."""
+    options = parse_options(argv)
+    command_line = "uv run python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv)
+    try:
+        if options.throwaway:
+            asyncio.run(seed(options.database_url, SeedPlan(users=20, tasks_per_user=20), log=False))
+        run(options, command_line.strip())
+    finally:
+        if options.throwaway:
+            asyncio.run(drop_database(options.database_url))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Does the time of a list grow with the table? Time the app's own list query at two table sizes.
+
+Both databases hold users with the same number of tasks each (seed them with ``bench.seed``: for example
+100 users x 100 tasks = 10k, and 10,000 users x 100 tasks = 1M). For each list variant this calls
+``TaskRepository.page()`` (the statement the list route runs, with the owner condition) for the same
+number of users in each database and compares the medians. Issue 3's bar: within 1.2x.
+
+    uv run python -m bench.scaling \\
+        --small postgresql://postgres@127.0.0.1:5432/bench_10k \\
+        --large postgresql://postgres@127.0.0.1:5432/bench_main
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from app.tasks.listing import ListQuery
+from db.engine import create_engine
+from db.models import Task
+from db.repositories import TaskRepository
+
+LIMIT = 20
+VARIANTS: dict[str, dict[str, object]] = {
+    "default": {},
+    "status=pending": {"status": "pending"},
+    "priority=high": {"priorities": ("high",)},
+    "tag=work": {"tags": ("work",)},
+    "due window": {"due_after": datetime(2025, 1, 1, tzinfo=UTC), "due_before": datetime(2027, 1, 1, tzinfo=UTC)},
+    "q=report": {"q": "report"},
+    "sort=title": {"sort": "title"},
+    "sort=due_date": {"sort": "due_date"},
+    "sort=due_date desc": {"sort": "due_date", "order": "desc"},
+    "sort=priority": {"sort": "priority"},
+    "sort=updated": {"sort": "updated"},
+}
+
+
+async def time_lists(url: str, users: int, rounds: int) -> dict[str, float]:
+    """Median milliseconds of one page (with its total) per variant, over ``users`` users x ``rounds``."""
+    engine = create_engine(url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        async with sessions() as session:
+            owners = list((await session.scalars(select(Task.user_id).distinct().limit(users * 4))).all())
+        chosen = random.Random(7).sample(owners, min(users, len(owners)))  # noqa: S311 - a sample, not a secret
+        medians: dict[str, float] = {}
+        for name, options in VARIANTS.items():
+            samples: list[float] = []
+            for _ in range(rounds):
+                for owner in chosen:
+                    query = ListQuery(owner=owner, limit=LIMIT, **options)  # type: ignore[arg-type]
+                    async with sessions() as session:
+                        tasks = TaskRepository(owner_id=owner, session=session)
+                        started = time.perf_counter()
+                        await tasks.page(*query.filters(), order_by=query.order_by(), limit=LIMIT + 1)
+                        samples.append((time.perf_counter() - started) * 1000)
+            medians[name] = statistics.median(samples)
+        return medians
+    finally:
+        await engine.dispose()
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", required=True, help="URL of the database with the small table")
+    parser.add_argument("--large", required=True, help="URL of the database with the large table")
+    parser.add_argument("--users", type=int, default=100, help="users timed in each database")
+    parser.add_argument("--rounds", type=int, default=3, help="passes over those users per variant")
+    args = parser.parse_args()
+
+    small = await time_lists(args.small, args.users, args.rounds)
+    large = await time_lists(args.large, args.users, args.rounds)
+    worst = 0.0
+    print("| variant | small table ms | large table ms | large / small |")
+    print("|---|---:|---:|---:|")
+    for name in VARIANTS:
+        ratio = large[name] / small[name]
+        worst = max(worst, ratio)
+        print(f"| {name} | {small[name]:.3f} | {large[name]:.3f} | {ratio:.2f} |")
+    print(f"\nworst ratio: {worst:.2f} (target: at most 1.20)")
+    return 0 if worst <= 1.2 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,66 @@
+"""The benchmark harness (bench/) in ``--quick`` mode, so that it cannot rot.
+
+It seeds a throwaway database, serves ours and both baselines, drives each workload with wrk for 2 s and
+checks that every app answered every workload without a single error. It needs wrk (Debian's ``wrk``) and
+the ``bench`` dependency group; outside CI a missing one skips the test, with ``CI=true`` it fails.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+APPS = {"ours", "fastapi", "bare"}
+WORKLOADS = {"list", "get", "create", "update", "mix"}
+
+
+def require(condition: bool, message: str) -> None:
+    """Skip outside CI, fail in CI, when something the harness needs is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(message + " (CI must run the benchmark smoke test)")
+    pytest.skip(message)
+
+
+@pytest.mark.postgres
+def test_quick_benchmark_measures_every_app_and_workload_without_errors(postgres_server: str, tmp_path: Path) -> None:
+    require(shutil.which("wrk") is not None, "wrk is not installed (apt-get install -y wrk)")
+    missing = [name for name in ("fastapi", "sqlmodel", "psutil") if importlib.util.find_spec(name) is None]
+    require(not missing, f"the bench dependency group is not installed ({', '.join(missing)}): uv sync --group bench")
+
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--quick",
+            "--postgres-url",
+            postgres_server,
+            "--output-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+
+    assert (tmp_path / "latest.md").is_file()
+    report = json.loads((tmp_path / "latest.json").read_text())
+    cells = {(r["app"], r["workload"]): r for r in report["results"]}
+    assert set(cells) == {(app, workload) for app in APPS for workload in WORKLOADS}
+    for (app, workload), result in cells.items():
+        assert result["requests_per_second"] > 0, (app, workload)
+        assert result["errors"] == 0, (app, workload, result["statuses"], result["socket_errors"])

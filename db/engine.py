@@ -43,3 +43,9 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # Unicode lower-casing for searches (db.sql.FoldedLike): SQLite's lower() folds ASCII only.
+    dbapi_connection.create_function("unicode_lower", 1, _unicode_lower, deterministic=True)
+
+
+def _unicode_lower(value: str | None) -> str | None:
+    return None if value is None else value.lower()

@@ -68,6 +68,7 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
             raise OwnerScopeError(detail="an owned repository cannot be cached: cache keys ignore the owner")
         super().__init__(session=session, **kwargs)
         self.owner_id = owner_id
+        self._check_statement(self.statement)  # once here, so the hot path can trust ``self.statement``
         # AA also picks a cache manager up from ``session.info``; its keys ignore the owner, so never use one.
         self._cache_manager = None
 
@@ -86,15 +87,8 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
         loader_options: list[_AbstractLoad] | None,
         execution_options: dict[str, Any] | None,
     ) -> StatementT:
-        # ``self.statement`` is our own ``select(model)``; only statements a caller passed in need the check
-        # (``get_final_froms`` compiles the statement, far too slow for every request).
-        if (
-            statement is not self.statement
-            and isinstance(statement, Select)
-            and statement.get_final_froms() != [self.model_type.__table__]
-        ):
-            # An alias or a join would carry the owner filter on a table other than the one it reads.
-            raise OwnerScopeError(detail="owned statements must select from the owned table alone")
+        if statement is not self.statement:  # checked in __init__; ``get_final_froms`` is too slow for every call
+            self._check_statement(statement)
         statement = super()._get_base_stmt(
             statement=statement,  # type: ignore[type-var]
             loader_options=loader_options,
@@ -102,6 +96,11 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
         )
         scoped: StatementT = statement.where(self.owned())  # type: ignore[attr-defined]
         return scoped
+
+    def _check_statement(self, statement: object) -> None:
+        # An alias or a join would carry the owner filter on a table other than the one it reads.
+        if isinstance(statement, Select) and statement.get_final_froms() != [self.model_type.__table__]:
+            raise OwnerScopeError(detail="owned statements must select from the owned table alone")
 
     def owned(self) -> ColumnElement[bool]:
         """The owner condition itself: ``<owner column> = :owner_id``."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import itertools
+import uuid
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import pytest
 from litestar import Litestar
@@ -348,3 +349,91 @@ async def test_listing_never_shows_another_users_tasks(client: Client, auth: Aut
             assert set(totals) == {"3"}
             for task in await listed(client, auth, user, query):
                 assert task["user_id"] == user
+
+
+# -- found by an adversarial review ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+00:01", "9999-12-31T23:59:59-14:00"])
+async def test_dates_at_the_edge_of_the_calendar_are_400(client: Client, auth: Auth, new_user: Any, value: str) -> None:
+    user = new_user()
+    body = {"title": "x", "due_date": value}
+    assert_problem(await client.post(f"/api/{user}/tasks", json=body, headers=auth(user)), 400)
+    for field in ("due_before", "due_after"):
+        response = await client.get(f"/api/{user}/tasks", params={field: value}, headers=auth(user))
+        assert assert_problem(response, 400)["errors"][0]["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ("2026-12-24t18:00:00z", "2026-12-24T18:00:00Z"),  # RFC 3339 allows lower case
+        ("2026-12-24T18:00:00.5+01:00", "2026-12-24T17:00:00.500000Z"),
+        ("0001-01-01", "0001-01-01T00:00:00Z"),
+    ],
+)
+async def test_rfc3339_forms_are_accepted(client: Client, auth: Auth, new_user: Any, value: str, stored: str) -> None:
+    assert (await create(client, auth, new_user(), due_date=value))["due_date"] == stored
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-W52-1T18:00:00Z",
+        "20261224T180000Z",
+        "2026-12-24T18+01:00",
+        "2026-12-24 18:00:00Z",
+        "2026-12-24T18:00:00,5Z",
+    ],
+)
+async def test_non_rfc3339_forms_are_refused(client: Client, auth: Auth, new_user: Any, value: str) -> None:
+    user = new_user()
+    response = await client.post(f"/api/{user}/tasks", json={"title": "x", "due_date": value}, headers=auth(user))
+    assert_problem(response, 400)
+
+
+async def test_cursors_survive_long_non_ascii_titles(client: Client, auth: Auth, new_user: Any) -> None:
+    user = new_user()
+    for title in ("é" * 200, "ê" * 200, "😀" * 200, "plain"):
+        await create(client, auth, user, title=title)
+    for order in ("asc", "desc"):
+        seen, _ = await walk(client, auth, user, f"?sort=title&order={order}&limit=1")
+        assert len(seen) == 4
+        assert len(set(seen)) == 4
+
+
+@pytest.mark.parametrize("user", ["用户-{}", "a?b-{}", "a>b <c>-{}", "é-{}"])
+async def test_next_links_encode_the_user_id(client: Client, auth: Auth, user: str) -> None:
+    user = user.format(uuid.uuid4().hex[:8])
+    path = f"/api/{quote(user, safe='')}/tasks"
+    for n in range(3):
+        response = await client.post(path, json={"title": f"t{n}"}, headers=auth(user))
+        assert response.status_code == 201
+    response = await client.get(f"{path}?limit=1", headers=auth(user))
+    link = response.headers["link"]
+    assert link.isascii()
+    target = link[1 : link.index(">")]
+    assert target.startswith(f"{path}?")
+    seen = []
+    while True:
+        page = await client.get(target, headers=auth(user))
+        assert page.status_code == 200, page.text
+        seen += ids(page.json())
+        next_link = page.headers.get("link")
+        if not next_link:
+            break
+        target = next_link[1 : next_link.index(">")]
+    assert len(seen) == 2
+
+
+async def test_search_ignores_case_across_unicode_on_both_databases(client: Client, auth: Auth, new_user: Any) -> None:
+    user = new_user()
+    task = await create(client, auth, user, title="Élan café", description="ÜBER Straße")
+    for q in ("élan", "CAFÉ", "über", "STRAßE", "straße"):
+        assert ids(await listed(client, auth, user, f"?q={quote(q)}")) == [task["id"]], q
+
+
+async def test_nul_in_search_is_400(client: Client, auth: Auth, new_user: Any) -> None:
+    user = new_user()
+    problem = assert_problem(await client.get(f"/api/{user}/tasks?q=%00", headers=auth(user)), 400)
+    assert problem["errors"][0]["field"] == "q"

@@ -295,6 +295,12 @@ async def test_repository_requires_an_owner(world: World) -> None:
         TaskRepository(owner_id="", session=world.session)
 
 
+async def test_repository_refuses_a_statement_over_another_table(world: World) -> None:
+    """A statement given to the constructor is checked once, there (the hot path then trusts it)."""
+    with pytest.raises(OwnerScopeError):
+        TaskRepository(owner_id=world.mallory_id, session=world.session, statement=cast("Any", select(aliased(Task))))
+
+
 async def test_repository_refuses_a_cache(world: World) -> None:
     with pytest.raises(OwnerScopeError):
         TaskRepository(owner_id=world.alice_id, session=world.session, cache_manager=object())

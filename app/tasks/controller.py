@@ -44,6 +44,7 @@ class OptionalBodyOperation(Operation):
 
 
 Tasks = NamedDependency[TaskRepository]
+MAX_CURSOR_LENGTH = 2048  # a 200-character title of 4-byte characters makes a cursor of about 1,200
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 200
 
@@ -136,7 +137,7 @@ class TaskController(Controller):
         ] = None,
         limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = DEFAULT_PAGE_SIZE,
         cursor: Annotated[
-            str | None, Parameter(description="From a previous page's `Link` header.", max_length=1024)
+            str | None, Parameter(description="From a previous page's `Link` header.", max_length=MAX_CURSOR_LENGTH)
         ] = None,
     ) -> Response[list[TaskRead]]:
         """List the user's tasks."""
@@ -145,9 +146,9 @@ class TaskController(Controller):
             status=status,
             priorities=tuple(priority or ()),
             tags=tuple(_checked_tags(tag or [])),
+            q=_checked_text(q, "q"),
             due_before=_query_date(due_before, "due_before"),
             due_after=_query_date(due_after, "due_after"),
-            q=q,
             sort=sort,
             order=order,
             limit=limit,
@@ -233,6 +234,12 @@ def _query_date(value: str | None, field: str) -> datetime | None:
         raise _query_invalid(field, str(exc).split(" - at ", 1)[0]) from None
 
 
+def _checked_text(value: str | None, field: str) -> str | None:
+    if value is not None and "\x00" in value:
+        raise _query_invalid(field, "must not contain NUL characters")
+    return value
+
+
 def _checked_tags(tags: list[str]) -> list[str]:
     for tag in tags:
         if not tag.strip() or len(tag.strip()) > TAG_MAX_LENGTH or "\x00" in tag:
@@ -244,7 +251,8 @@ def _with_cursor(request: Request[Any, Any, Any], cursor: str) -> str:
     """This request's path and query with ``cursor`` set: the next page's URL."""
     raw = request.scope["query_string"].decode("latin-1")
     params = [(k, v) for k, v in parse_qsl(raw, keep_blank_values=True) if k != "cursor"]  # the client's order
-    return f"{request.url.path}?{urlencode([*params, ('cursor', cursor)])}"
+    path = f"/api/{quote(request.user, safe='')}/tasks"  # re-encoded, like Location: the raw id may hold anything
+    return f"{path}?{urlencode([*params, ('cursor', cursor)])}"
 
 
 async def _update(tasks: Tasks, task_id: int, values: dict[str, object]) -> TaskRead:

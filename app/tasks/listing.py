@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from db.models import Priority, Task
-from db.sql import ContainsAll
+from db.sql import ContainsAll, FoldedLike
 
 SortField = Literal["created", "updated", "title", "due_date", "priority"]
 SortOrder = Literal["asc", "desc"]
@@ -83,7 +83,7 @@ class ListQuery:
             clauses.append(Task.due_date > self.due_after)
         if self.q:
             pattern = "%" + self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            clauses.append(or_(Task.title.ilike(pattern, escape="\\"), Task.description.ilike(pattern, escape="\\")))
+            clauses.append(or_(FoldedLike(Task.title, pattern), FoldedLike(Task.description, pattern)))
         return clauses
 
     def order_by(self) -> list[ColumnElement[Any]]:
@@ -129,7 +129,7 @@ class ListQuery:
         value = getattr(task, SORT_COLUMNS[self.sort].key)
         if isinstance(value, datetime):
             value = value.isoformat()
-        payload = json.dumps([self._fingerprint(), value, task.id], separators=(",", ":")).encode()
+        payload = json.dumps([self._fingerprint(), value, task.id], separators=(",", ":"), ensure_ascii=False).encode()
         signature = hmac.new(key, payload, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
         return base64.urlsafe_b64encode(signature + payload).decode().rstrip("=")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal
@@ -92,18 +93,21 @@ def tag_keys(tags: list[str]) -> list[str]:
     return [tag.casefold() for tag in tags]
 
 
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def parse_due_date(value: str, field: str = "due_date") -> datetime:
-    """An RFC 3339 date-time with an offset, or a bare ``YYYY-MM-DD`` meaning midnight UTC; in UTC."""
+    """An RFC 3339 date-time (with ``Z`` or an offset), or a bare ``YYYY-MM-DD`` meaning midnight UTC; in UTC."""
     text = value.strip()
     try:
-        if len(text) == 10:
+        if _DATE.fullmatch(text):
             return datetime.combine(date.fromisoformat(text), time(), tzinfo=UTC)
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise invalid(field, "must be an RFC 3339 date-time or a YYYY-MM-DD date") from None
-    if parsed.tzinfo is None or "T" not in text.upper():
-        raise invalid(field, "a date-time needs a 'T' and a UTC offset, e.g. 2026-12-24T18:00:00Z")
-    return parsed.astimezone(UTC)
+        if not _RFC3339.fullmatch(text):
+            raise ValueError(text)
+        return datetime.fromisoformat(text.upper()).astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: an offset that moves year 1 or 9999 out of range
+        raise invalid(field, "must be an RFC 3339 date-time with an offset (2026-12-24T18:00:00Z) or a date") from None
 
 
 class TaskCreate(Struct, kw_only=True):

@@ -17,6 +17,7 @@ from litestar.logging import LoggingConfig
 
 from app.auth.tokens import build_verifier
 from app.errors import exception_handlers
+from app.headers import add_security_headers
 from app.health import HealthController
 from app.openapi import docs_page, openapi_config
 from app.requests import ApiRequest
@@ -56,6 +57,8 @@ def build_app(settings: Settings) -> Litestar:
         route_handlers=[TaskController, HealthController, docs_page],
         plugins=[SQLAlchemyPlugin(config=database)],
         request_class=ApiRequest,
+        request_max_body_size=settings.max_body_bytes,
+        before_send=[add_security_headers],
         exception_handlers=exception_handlers,
         openapi_config=openapi_config(_version()),
         cors_config=cors,

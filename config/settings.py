@@ -21,6 +21,8 @@ from db.url import DatabaseURLError, translate_database_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_SECRET_BYTES = 32
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+_BODY_LIMITS = (1024, 10 * 1024 * 1024)
 DEV_SECRET_FILE = "dev-secret"  # noqa: S105 - a file name, not a secret
 
 Environment = Literal["development", "production", "test"]
@@ -49,6 +51,7 @@ class Settings:
     jwt_leeway_seconds: int = 30
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     @property
     def is_production(self) -> bool:
@@ -97,13 +100,7 @@ class Settings:
 
         user_claim = get("JWT_USER_CLAIM") or "sub"
 
-        leeway = 30
-        leeway_raw = get("JWT_LEEWAY")
-        if leeway_raw:
-            if leeway_raw.isdigit() and int(leeway_raw) <= 300:
-                leeway = int(leeway_raw)
-            else:
-                problems.append(f"JWT_LEEWAY must be a whole number of seconds from 0 to 300 (got {leeway_raw!r})")
+        leeway = _whole_number("JWT_LEEWAY", get("JWT_LEEWAY"), 30, (0, 300), problems, unit=" of seconds")
 
         cors_origins: list[str] = []
         for origin in filter(None, (o.strip() for o in get("CORS_ORIGINS").split(","))):
@@ -114,6 +111,10 @@ class Settings:
         log_level = (get("LOG_LEVEL") or "INFO").upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             problems.append(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL (got {log_level!r})")
+
+        max_body_bytes = _whole_number(
+            "MAX_BODY_BYTES", get("MAX_BODY_BYTES"), DEFAULT_MAX_BODY_BYTES, _BODY_LIMITS, problems
+        )
 
         if problems:
             raise SettingsError(problems)
@@ -128,6 +129,7 @@ class Settings:
             jwt_leeway_seconds=leeway,
             cors_origins=tuple(cors_origins),
             log_level=log_level,
+            max_body_bytes=max_body_bytes,
         )
 
     def signing_secret(self) -> str:
@@ -153,6 +155,19 @@ class Settings:
             finally:
                 os.unlink(tmp)
         return path.read_text().strip()
+
+
+def _whole_number(
+    name: str, raw: str, default: int, bounds: tuple[int, int], problems: list[str], unit: str = ""
+) -> int:
+    """``raw`` as an int within ``bounds``; empty means ``default``; a bad value adds one line to ``problems``."""
+    if not raw:
+        return default
+    low, high = bounds
+    if raw.isdigit() and low <= int(raw) <= high:
+        return int(raw)
+    problems.append(f"{name} must be a whole number{unit} from {low} to {high} (got {raw!r})")
+    return default
 
 
 @lru_cache(maxsize=1)

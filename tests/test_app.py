@@ -160,3 +160,50 @@ async def test_tasks_survive_an_app_restart(settings: Settings, auth: Auth, new_
     async with AsyncTestClient(app=build_app(settings)) as second:  # a new process would look the same
         listed = (await second.get(f"/api/{user}/tasks", headers=auth(user))).json()
     assert [(t["id"], t["title"], t["completed"]) for t in listed] == [(created["id"], "durable", True)]
+
+
+async def test_bodies_over_the_limit_are_413_before_parsing(client: Client, auth: Auth) -> None:
+    too_big = b'{"title": "x", "description": "' + b"a" * (64 * 1024) + b'"}'
+    response = await client.post(
+        "/api/u1/tasks", content=too_big, headers={**auth("u1"), "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["status"] == 413
+    # just under the limit the body is parsed, and its too-long description is the client's 400
+    fits = b'{"title": "x", "description": "' + b"a" * 60_000 + b'"}'
+    response = await client.post(
+        "/api/u1/tasks", content=fits, headers={**auth("u1"), "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+
+
+async def test_the_body_limit_is_a_setting(settings: Settings, auth: Auth) -> None:
+    async with AsyncTestClient(app=build_app(replace(settings, max_body_bytes=2048))) as client:
+        body = {"title": "x", "description": "a" * 900}
+        assert (await client.post("/api/u1/tasks", json=body, headers=auth("u1"))).status_code == 201
+        body = {"title": "x", "description": "a" * 3000}
+        assert (await client.post("/api/u1/tasks", json=body, headers=auth("u1"))).status_code == 413
+
+
+async def test_security_headers_on_every_api_response(client: Client, auth: Auth) -> None:
+    responses = [
+        await client.get("/api/u1/tasks", headers=auth("u1")),  # 200
+        await client.get("/api/u1/tasks"),  # 401 from the middleware
+        await client.get("/api/u1/tasks/999999", headers=auth("u1")),  # 404 from the data layer
+        await client.get("/nowhere"),  # 404 from the router
+        await client.get("/health"),
+    ]
+    for response in responses:
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert "server" not in response.headers
+
+
+async def test_docs_page_is_not_blocked_by_the_api_policy(client: Client) -> None:
+    response = await client.get("/docs")
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "content-security-policy" not in response.headers  # Swagger UI loads its scripts from a CDN

@@ -30,6 +30,15 @@ def test_defaults_need_no_configuration(tmp_path: Path) -> None:
     assert settings.cors_origins == ()
 
 
+def test_max_body_bytes() -> None:
+    assert load().max_body_bytes == 64 * 1024
+    assert load(MAX_BODY_BYTES="2048").max_body_bytes == 2048
+    for bad in ("10", "99999999999", "64k", "-1"):
+        assert problems(MAX_BODY_BYTES=bad) == [
+            f"MAX_BODY_BYTES must be a whole number from 1024 to 10485760 (got {bad!r})"
+        ]
+
+
 def test_production_refuses_a_missing_or_short_secret() -> None:
     assert problems(APP_ENV="production") == ["BETTER_AUTH_SECRET is required when APP_ENV=production"]
     assert problems(APP_ENV="production", BETTER_AUTH_SECRET="x" * 31) == [

@@ -38,18 +38,38 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture
-def env(tmp_path: Path, database_url: str) -> dict[str, str]:
-    """A clean environment: no secret configured, so the development secret in DATA_DIR is used."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "BETTER_AUTH", "APP_", "DATABASE"))}
-    return {**base, "DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": database_url}
+# Every setting, set empty: empty means "unset", and a value in the environment beats a developer's .env
+# (which manage.py would otherwise load from the project root).
+UNSET_SETTINGS = dict.fromkeys(
+    [
+        "APP_ENV",
+        "DATABASE_URL",
+        "BETTER_AUTH_SECRET",
+        "JWT_USER_CLAIM",
+        "JWT_ISSUER",
+        "JWT_AUDIENCE",
+        "JWT_LEEWAY",
+        "CORS_ORIGINS",
+        "LOG_LEVEL",
+        "MAX_BODY_BYTES",
+        "HOST",
+        "PORT",
+        "WEB_CONCURRENCY",
+    ],
+    "",
+)
 
 
 @pytest.fixture
 def fresh_env(tmp_path: Path) -> dict[str, str]:
     """Like a fresh clone: nothing configured, an empty data folder, the default SQLite database."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "BETTER_AUTH", "APP_", "DATABASE"))}
-    return {**base, "DATA_DIR": str(tmp_path / "fresh")}
+    return {**os.environ, **UNSET_SETTINGS, "DATA_DIR": str(tmp_path / "fresh")}
+
+
+@pytest.fixture
+def env(fresh_env: dict[str, str], database_url: str) -> dict[str, str]:
+    """No secret configured (the development secret in DATA_DIR is used), on the test's database."""
+    return {**fresh_env, "DATABASE_URL": database_url}
 
 
 def test_help_lists_every_command_with_a_description(fresh_env: dict[str, str]) -> None:

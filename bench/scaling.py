@@ -57,7 +57,7 @@ async def time_lists(url: str, users: int, rounds: int) -> dict[str, float]:
             samples: list[float] = []
             for _ in range(rounds):
                 for owner in chosen:
-                    query = ListQuery(owner=owner, limit=LIMIT, **options)  # type: ignore[arg-type]
+                    query = ListQuery(owner=owner, **options)  # type: ignore[arg-type]
                     async with sessions() as session:
                         tasks = TaskRepository(owner_id=owner, session=session)
                         started = time.perf_counter()

@@ -3,9 +3,10 @@ owner-scoped repository → schema → response. No code here filters by user: t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode
 
 from litestar import Controller, Request, Response, delete, get, patch, post, put
@@ -21,10 +22,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.middleware import BearerTokenMiddleware, require_path_owner
 from app.openapi import BEARER_SCHEME, problem_responses
 from app.tasks.listing import InvalidCursorError, ListQuery, SortField, SortOrder, StatusFilter
-from app.tasks.schemas import PriorityName, TaskCompletion, TaskCreate, TaskRead, TaskUpdate, parse_due_date
+from app.tasks.schemas import (
+    PriorityName,
+    TaskCompletion,
+    TaskCreate,
+    TaskRead,
+    TaskUpdate,
+    check_text,
+    parse_due_date,
+)
 from db.models import TAG_MAX_LENGTH, USER_ID_MAX_LENGTH, Task
 from db.repositories import TaskRepository
 
+T = TypeVar("T")
 MAX_TASK_ID = 2**63 - 1  # PostgreSQL bigint
 
 TaskId = Annotated[
@@ -146,12 +156,11 @@ class TaskController(Controller):
             status=status,
             priorities=tuple(priority or ()),
             tags=tuple(_checked_tags(tag or [])),
-            q=_checked_text(q, "q"),
-            due_before=_query_date(due_before, "due_before"),
-            due_after=_query_date(due_after, "due_after"),
+            q=_from_query("q", q, check_text),
+            due_before=_from_query("due_before", due_before, parse_due_date),
+            due_after=_from_query("due_after", due_after, parse_due_date),
             sort=sort,
             order=order,
-            limit=limit,
         )
         key: bytes = request.app.state.cursor_key
         after = None
@@ -225,19 +234,14 @@ def _query_invalid(field: str, message: str) -> ValidationException:
     return ValidationException(detail=message, extra=[{"key": field, "message": message, "source": "query"}])
 
 
-def _query_date(value: str | None, field: str) -> datetime | None:
+def _from_query(field: str, value: str | None, check: Callable[[str, str], T]) -> T | None:
+    """Run a body validator from app.tasks.schemas on a query value; its ValueError becomes a 400 on ``field``."""
     if value is None:
         return None
     try:
-        return parse_due_date(value, field)
-    except ValueError as exc:
+        return check(value, field)
+    except ValueError as exc:  # the schema's message carries msgspec's " - at `$.field`" suffix
         raise _query_invalid(field, str(exc).split(" - at ", 1)[0]) from None
-
-
-def _checked_text(value: str | None, field: str) -> str | None:
-    if value is not None and "\x00" in value:
-        raise _query_invalid(field, "must not contain NUL characters")
-    return value
 
 
 def _checked_tags(tags: list[str]) -> list[str]:

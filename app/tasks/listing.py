@@ -61,7 +61,6 @@ class ListQuery:
     q: str | None = None
     sort: SortField = "created"
     order: SortOrder | None = None
-    limit: int = 100
 
     @property
     def direction(self) -> SortOrder:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -23,6 +24,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_SECRET_BYTES = 32
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 _BODY_LIMITS = (1024, 10 * 1024 * 1024)
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 DEV_SECRET_FILE = "dev-secret"  # noqa: S105 - a file name, not a secret
 
 Environment = Literal["development", "production", "test"]
@@ -49,6 +51,7 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = 30
+    jwt_jwks_url: str | None = None
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -102,6 +105,17 @@ class Settings:
 
         leeway = _whole_number("JWT_LEEWAY", get("JWT_LEEWAY"), 30, (0, 300), problems, unit=" of seconds")
 
+        jwks_url = get("JWT_JWKS_URL") or None
+        if jwks_url:
+            problems.extend(_jwks_url_problems(jwks_url, production=app_env == "production"))
+            if app_env == "production":
+                # Without them any token this Better Auth instance signs, for any audience, would be accepted.
+                problems.extend(
+                    f"{name} is required with JWT_JWKS_URL when APP_ENV=production (Better Auth uses its base URL)"
+                    for name in ("JWT_ISSUER", "JWT_AUDIENCE")
+                    if not get(name)
+                )
+
         cors_origins: list[str] = []
         for origin in filter(None, (o.strip() for o in get("CORS_ORIGINS").split(","))):
             if origin != "*" and not origin.startswith(("http://", "https://")):
@@ -127,6 +141,7 @@ class Settings:
             jwt_issuer=get("JWT_ISSUER") or None,
             jwt_audience=get("JWT_AUDIENCE") or None,
             jwt_leeway_seconds=leeway,
+            jwt_jwks_url=jwks_url,
             cors_origins=tuple(cors_origins),
             log_level=log_level,
             max_body_bytes=max_body_bytes,
@@ -155,6 +170,24 @@ class Settings:
             finally:
                 os.unlink(tmp)
         return path.read_text().strip()
+
+
+def _jwks_url_problems(url: str, *, production: bool) -> list[str]:
+    """What is wrong with ``JWT_JWKS_URL``: an http(s) URL with a host, no credentials, https in production."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return ["JWT_JWKS_URL is not a valid URL"]  # not echoed: it might hold credentials
+    if parts.username is not None or parts.password is not None:
+        return ["JWT_JWKS_URL must not contain credentials"]
+    if parts.scheme not in {"http", "https"} or not host or any(c.isspace() for c in url):
+        return [f"JWT_JWKS_URL must be an http:// or https:// URL with a host (got {url!r})"]
+    if production and parts.scheme != "https" and host not in _LOOPBACK_HOSTS:
+        # Keys fetched over plain HTTP can be swapped in transit, and then anyone can sign tokens.
+        return [f"JWT_JWKS_URL must use https:// when APP_ENV=production (got {url!r})"]
+    return []
 
 
 def _whole_number(

@@ -124,3 +124,42 @@ def test_workers_racing_at_start_agree_on_one_secret(tmp_path: Path) -> None:
             secrets = pool.starmap(_secret_in_process, [(str(tmp_path), barrier)] * workers)
     assert len(set(secrets)) == 1
     assert list(tmp_path.iterdir()) == [tmp_path / "dev-secret"]  # no temporary files left behind
+
+
+def test_jwks_url_switches_on_jwks_mode() -> None:
+    assert load().jwt_jwks_url is None
+    url = "https://app.example.com/api/auth/jwks"
+    assert load(JWT_JWKS_URL=url).jwt_jwks_url == url
+    assert load(JWT_JWKS_URL="http://localhost:3000/api/auth/jwks").jwt_jwks_url  # plain http outside production
+
+
+@pytest.mark.parametrize(
+    ("value", "line"),
+    [
+        ("app.example.com/api/auth/jwks", "must be an http:// or https:// URL with a host"),
+        ("ftp://app.example.com/jwks", "must be an http:// or https:// URL with a host"),
+        ("https:///api/auth/jwks", "must be an http:// or https:// URL with a host"),
+        ("https://app.example.com/api/auth/ jwks", "must be an http:// or https:// URL with a host"),
+        ("https://app.example.com:99999/jwks", "is not a valid URL"),
+        ("https://user:hunter2@app.example.com/jwks", "must not contain credentials"),
+    ],
+)
+def test_bad_jwks_urls_get_one_line(value: str, line: str) -> None:
+    lines = problems(JWT_JWKS_URL=value)
+    assert len(lines) == 1
+    assert lines[0].startswith(f"JWT_JWKS_URL {line}")
+    assert "hunter2" not in lines[0]
+
+
+def test_production_jwks_mode_needs_https_issuer_and_audience() -> None:
+    production = {"APP_ENV": "production", "BETTER_AUTH_SECRET": "x" * 32}
+    assert problems(**production, JWT_JWKS_URL="http://frontend:3000/api/auth/jwks") == [
+        "JWT_JWKS_URL must use https:// when APP_ENV=production (got 'http://frontend:3000/api/auth/jwks')",
+        "JWT_ISSUER is required with JWT_JWKS_URL when APP_ENV=production (Better Auth uses its base URL)",
+        "JWT_AUDIENCE is required with JWT_JWKS_URL when APP_ENV=production (Better Auth uses its base URL)",
+    ]
+    claims = {"JWT_ISSUER": "https://app.example.com", "JWT_AUDIENCE": "https://app.example.com"}
+    settings = load(**production, **claims, JWT_JWKS_URL="https://app.example.com/api/auth/jwks")
+    assert settings.jwt_jwks_url == "https://app.example.com/api/auth/jwks"
+    # Loopback never leaves the machine, so plain http is fine there.
+    assert load(**production, **claims, JWT_JWKS_URL="http://127.0.0.1:3000/api/auth/jwks").jwt_jwks_url

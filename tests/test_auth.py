@@ -11,6 +11,7 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
@@ -66,6 +67,9 @@ async def test_missing_header_is_401_without_error_code(client: Client, new_user
     assert response.headers["www-authenticate"] == 'Bearer realm="todo-backend"'
 
 
+_ED25519_KEY = ed25519.Ed25519PrivateKey.generate()
+
+
 def _bad_tokens(user: str) -> dict[str, str]:
     now = int(time.time())
     good = sign(claims_for(user))
@@ -81,6 +85,11 @@ def _bad_tokens(user: str) -> dict[str, str]:
         "alg none": f"{b64({'alg': 'none', 'typ': 'JWT'})}.{payload}.",
         "alg NONE": f"{b64({'alg': 'NONE', 'typ': 'JWT'})}.{payload}.",
         "alg HS512": sign(claims_for(user), algorithm="HS512"),
+        # Algorithm confusion the other way round: only HS256 with the shared secret verifies here.
+        "alg EdDSA (an asymmetric key)": jwt.encode(claims_for(user), _ED25519_KEY, algorithm="EdDSA"),
+        "iat far in the future": sign(claims_for(user, iat=now + 3600, exp=now + 7200)),
+        "iat beyond the leeway": sign(claims_for(user, iat=now + 90)),
+        "iat not a number": sign(claims_for(user, iat="yesterday")),
         "tampered payload": f"{header}.{b64(claims_for(user + 'x'))}.{signature}",
         "tampered header": f"{b64({'alg': 'HS256', 'typ': 'JWT', 'kid': 'x'})}.{payload}.{signature}",
         "tampered signature": f"{header}.{payload}.{signature[:-4]}AAAA",
@@ -144,6 +153,14 @@ async def test_expired_within_leeway_is_accepted(client: Client, new_user: Calla
     user = new_user()
     now = int(time.time())
     token = sign(claims_for(user, exp=now - 5))  # 5 s late; default leeway is 30 s
+    response = await client.get(f"/api/{user}/tasks", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+
+
+async def test_iat_and_nbf_slightly_ahead_are_within_leeway(client: Client, new_user: Callable[[], str]) -> None:
+    user = new_user()
+    now = int(time.time())
+    token = sign(claims_for(user, iat=now + 10, nbf=now + 10))  # a frontend clock 10 s fast
     response = await client.get(f"/api/{user}/tasks", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
 

@@ -1,14 +1,17 @@
 """Token verification: the one place that decides whether a bearer token names a user.
 
-Today tokens are HS256 JWTs signed with the shared ``BETTER_AUTH_SECRET``. Verification sits behind the
-:class:`TokenVerifier` protocol so that a JWKS verifier (Better Auth's asymmetric keys) can be added
-beside :class:`SharedSecretVerifier` without touching the middleware or the routes.
+Two modes, never mixed: HS256 JWTs signed with the shared ``BETTER_AUTH_SECRET``
+(:class:`SharedSecretVerifier`), or, when ``JWT_JWKS_URL`` is set, Better Auth's asymmetric tokens checked
+against the keys it publishes (:class:`app.auth.jwks.JwksVerifier`). Both sit behind the
+:class:`TokenVerifier` protocol and both apply the same claim rules (:class:`TokenRules`), so the
+middleware and the routes never know which one runs.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -31,56 +34,80 @@ class InvalidTokenError(Exception):
         self.missing = missing
 
 
+class SigningKeysUnavailableError(Exception):
+    """The verifier cannot decide right now (no signing key could be fetched yet): the server's problem.
+
+    Mapped to a 503 with ``Retry-After`` (``app.errors``), never to a 401: the client did nothing wrong.
+    """
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__("The token signing keys are unavailable.")
+        self.retry_after_seconds = retry_after_seconds
+
+
 class TokenVerifier(Protocol):
     """Turns a raw token into the id of the user it was issued to, or raises :class:`InvalidTokenError`."""
 
     async def verify(self, token: str) -> str:
-        """Verify ``token`` and return its user id."""
+        """Verify ``token`` and return its user id (or raise :class:`SigningKeysUnavailableError`)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the verifier holds (HTTP connections); called at application shutdown."""
         ...
 
 
-class SharedSecretVerifier:
-    """HS256 JWTs signed with a shared secret (what Better Auth backends share with their frontend)."""
+@dataclass(frozen=True, slots=True)
+class TokenRules:
+    """The rules every token must pass, whichever key signed it: one place for both verifiers.
 
-    def __init__(
-        self,
-        secret: str,
-        *,
-        user_claim: str = "sub",
-        issuer: str | None = None,
-        audience: str | None = None,
-        leeway_seconds: int = 30,
-    ) -> None:
-        self._key = secret
-        self._user_claim = user_claim
-        self._issuer = issuer
-        self._audience = audience
-        self._leeway = leeway_seconds
-        self._required = ["exp", user_claim]
-        if issuer:
-            self._required.append("iss")
-        if audience:
-            self._required.append("aud")
+    ``exp`` and the user claim are required; ``nbf`` and ``iat`` may not lie in the future (beyond the
+    leeway); ``iss`` and ``aud`` are required and must match when configured.
+    """
 
-    async def verify(self, token: str) -> str:
-        """Verify signature, algorithm, ``exp``/``nbf``/``iat``, and ``iss``/``aud`` when configured."""
+    user_claim: str = "sub"
+    issuer: str | None = None
+    audience: str | None = None
+    leeway_seconds: int = 30
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenRules:
+        """The rules the ``JWT_*`` settings ask for."""
+        return cls(
+            user_claim=settings.jwt_user_claim,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            leeway_seconds=settings.jwt_leeway_seconds,
+        )
+
+    def decode(self, token: str, key: jwt.PyJWK | str, algorithm: str) -> str:
+        """Check the signature with ``key`` under exactly ``algorithm``, then the claims; return the user id.
+
+        The algorithm comes from the caller (the allow-list or the key), never from the token's header.
+        """
+        required = ["exp", self.user_claim]
+        if self.issuer:
+            required.append("iss")
+        if self.audience:
+            required.append("aud")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                self._key,
-                algorithms=list(SHARED_SECRET_ALGORITHMS),
-                issuer=self._issuer,
-                audience=self._audience,
-                leeway=self._leeway,
+                key,
+                algorithms=[algorithm],
+                issuer=self.issuer,
+                audience=self.audience,
+                leeway=self.leeway_seconds,
                 options={
-                    "require": self._required,
-                    "verify_aud": self._audience is not None,
-                    "verify_iss": self._issuer is not None,
+                    "require": required,
+                    "verify_aud": self.audience is not None,
+                    "verify_iss": self.issuer is not None,
+                    "verify_iat": True,  # PyJWT refuses an iat later than now + leeway
                 },
             )
         except jwt.ExpiredSignatureError as exc:
             raise InvalidTokenError("The token has expired.") from exc
-        except jwt.ImmatureSignatureError as exc:
+        except jwt.ImmatureSignatureError as exc:  # nbf or iat in the future
             raise InvalidTokenError("The token is not valid yet.") from exc
         except jwt.MissingRequiredClaimError as exc:
             raise InvalidTokenError(f"The token lacks the required {exc.claim!r} claim.") from exc
@@ -88,7 +115,22 @@ class SharedSecretVerifier:
             raise InvalidTokenError("The token was issued by or for someone else.") from exc
         except jwt.PyJWTError as exc:
             raise InvalidTokenError("The token is malformed or its signature is invalid.") from exc
-        return user_id_from_claims(claims, self._user_claim)
+        return user_id_from_claims(claims, self.user_claim)
+
+
+class SharedSecretVerifier:
+    """HS256 JWTs signed with a shared secret (what Better Auth backends share with their frontend)."""
+
+    def __init__(self, secret: str, rules: TokenRules) -> None:
+        self._key = secret
+        self._rules = rules
+
+    async def verify(self, token: str) -> str:
+        """Verify the HS256 signature, then the claims (:class:`TokenRules`)."""
+        return self._rules.decode(token, self._key, SHARED_SECRET_ALGORITHMS[0])
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
 
 
 def user_id_from_claims(claims: dict[str, Any], claim: str) -> str:
@@ -101,13 +143,7 @@ def user_id_from_claims(claims: dict[str, Any], claim: str) -> str:
 
 def build_verifier(settings: Settings) -> TokenVerifier:
     """The verifier the settings ask for (the seam where JWKS verification will plug in)."""
-    return SharedSecretVerifier(
-        settings.signing_secret(),
-        user_claim=settings.jwt_user_claim,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        leeway_seconds=settings.jwt_leeway_seconds,
-    )
+    return SharedSecretVerifier(settings.signing_secret(), TokenRules.from_settings(settings))
 
 
 def bearer_token(authorization: str | None) -> str:

@@ -34,6 +34,11 @@ def _version() -> str:
         return "0.1.0"
 
 
+async def close_token_verifier(app: Litestar) -> None:
+    """Shutdown: release the verifier's HTTP client (JWKS mode)."""
+    await app.state.token_verifier.aclose()
+
+
 def build_app(settings: Settings) -> Litestar:
     """Assemble the application for ``settings``."""
     database = SQLAlchemyAsyncConfig(
@@ -59,6 +64,7 @@ def build_app(settings: Settings) -> Litestar:
         request_class=ApiRequest,
         request_max_body_size=settings.max_body_bytes,
         before_send=[add_security_headers],
+        on_shutdown=[close_token_verifier],
         exception_handlers=exception_handlers,
         openapi_config=openapi_config(_version()),
         cors_config=cors,

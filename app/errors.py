@@ -21,6 +21,7 @@ from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from app.auth.tokens import SigningKeysUnavailableError
 from db.owned import OwnerScopeError
 
 logger = logging.getLogger("app.errors")
@@ -170,8 +171,20 @@ def _database_unavailable(exc: BaseException) -> Response[ProblemDetail]:
     )
 
 
+def handle_signing_keys_unavailable(
+    _: Request[Any, Any, Any], exc: SigningKeysUnavailableError
+) -> Response[ProblemDetail]:
+    """JWKS mode before any key could be fetched: the server cannot judge the token yet, so 503, not 401."""
+    return problem(
+        503,
+        "The keys that verify tokens are unavailable; retry shortly.",
+        headers={"Retry-After": str(exc.retry_after_seconds)},
+    )
+
+
 exception_handlers: ExceptionHandlersMap = {
     HTTPException: handle_http_exception,
     RepositoryError: handle_repository_error,
+    SigningKeysUnavailableError: handle_signing_keys_unavailable,
     Exception: handle_unexpected,
 }

@@ -15,7 +15,10 @@ REALM = 'Bearer realm="todo-backend"'
 
 
 class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
-    """Sets ``request.user`` to the token's user id; a bad or missing token is a 401."""
+    """Sets ``request.user`` to the token's user id; a bad or missing token is a 401.
+
+    A :class:`~app.auth.tokens.SigningKeysUnavailableError` passes through to ``app.errors`` (a 503).
+    """
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         """Verify the ``Authorization`` header with the app's token verifier."""

@@ -142,8 +142,17 @@ def user_id_from_claims(claims: dict[str, Any], claim: str) -> str:
 
 
 def build_verifier(settings: Settings) -> TokenVerifier:
-    """The verifier the settings ask for (the seam where JWKS verification will plug in)."""
-    return SharedSecretVerifier(settings.signing_secret(), TokenRules.from_settings(settings))
+    """The verifier the settings ask for: JWKS when ``JWT_JWKS_URL`` is set, else the shared secret.
+
+    In JWKS mode the shared secret is never consulted, so an HS256 token fails even when
+    ``BETTER_AUTH_SECRET`` is set.
+    """
+    rules = TokenRules.from_settings(settings)
+    if settings.jwt_jwks_url:
+        from app.auth.jwks import JwksVerifier  # noqa: PLC0415 - jwks builds on this module
+
+        return JwksVerifier(settings.jwt_jwks_url, rules)
+    return SharedSecretVerifier(settings.signing_secret(), rules)
 
 
 def bearer_token(authorization: str | None) -> str:

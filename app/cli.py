@@ -157,9 +157,18 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
 def createtoken(user_id: str, expires: timedelta) -> None:
     """Print a bearer token for USER_ID.
 
-    Signed with BETTER_AUTH_SECRET (or the development secret in DATA_DIR).
+    Signed with BETTER_AUTH_SECRET (or the development secret in DATA_DIR). Not in JWKS mode
+    (JWT_JWKS_URL set): only Better Auth's keys sign tokens then.
     """
     settings = load_settings()
+    if settings.jwt_jwks_url:
+        click.secho(
+            "error: JWT_JWKS_URL is set, so the API accepts only tokens signed by Better Auth's keys and refuses "
+            "HS256 tokens; get one from the frontend (authClient.token()) instead",
+            err=True,
+            fg="red",
+        )
+        sys.exit(1)
     try:
         user_id_from_claims({"sub": user_id}, "sub")
     except InvalidTokenError:

@@ -49,6 +49,7 @@ UNSET_SETTINGS = dict.fromkeys(
         "JWT_ISSUER",
         "JWT_AUDIENCE",
         "JWT_LEEWAY",
+        "JWT_JWKS_URL",
         "CORS_ORIGINS",
         "LOG_LEVEL",
         "MAX_BODY_BYTES",
@@ -170,6 +171,22 @@ def test_createtoken_uses_the_configured_secret_and_claims(fresh_env: dict[str, 
     token = manage("createtoken", "u1", env=env).stdout.strip()
     claims = jwt.decode(token, secret, algorithms=["HS256"], issuer="iss.example", audience="aud.example")
     assert claims["sub"] == "u1"
+
+
+def test_createtoken_refuses_in_jwks_mode(fresh_env: dict[str, str]) -> None:
+    """The API would refuse an HS256 token there, so printing one would only mislead."""
+    env = {
+        **fresh_env,
+        "BETTER_AUTH_SECRET": "configured-secret-" * 3,
+        "JWT_JWKS_URL": "http://localhost:3000/api/auth/jwks",
+    }
+    result = manage("createtoken", "u1", env=env)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "error: JWT_JWKS_URL is set, so the API accepts only tokens signed by Better Auth's keys and refuses "
+        "HS256 tokens; get one from the frontend (authClient.token()) instead"
+    ]
 
 
 @pytest.mark.parametrize("expires", ["0h", "1y", "-1h", "soon", "1.5h"])

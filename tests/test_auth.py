@@ -84,6 +84,7 @@ def _bad_tokens(user: str) -> dict[str, str]:
         "forged (other secret)": sign(claims_for(user), key="another-secret-another-secret-another-secret"),
         "alg none": f"{b64({'alg': 'none', 'typ': 'JWT'})}.{payload}.",
         "alg NONE": f"{b64({'alg': 'NONE', 'typ': 'JWT'})}.{payload}.",
+        "alg not a string": f"{b64({'alg': ['HS256'], 'typ': 'JWT'})}.{payload}.{signature}",
         "alg HS512": sign(claims_for(user), algorithm="HS512"),
         # Algorithm confusion the other way round: only HS256 with the shared secret verifies here.
         "alg EdDSA (an asymmetric key)": jwt.encode(claims_for(user), _ED25519_KEY, algorithm="EdDSA"),

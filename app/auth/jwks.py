@@ -158,7 +158,8 @@ class JwksVerifier:
         """Verify ``token`` with the key its ``kid`` names, under that key's algorithm, then the claims."""
         header = _unverified_header(token)
         algorithm = header.get("alg")
-        if algorithm not in ACCEPTED_ALGORITHMS:  # HS256, none, …: refused before any key lookup or fetch
+        # HS256, none, …: refused before any key lookup or fetch (and a non-string never reaches a set lookup).
+        if not isinstance(algorithm, str) or algorithm not in ACCEPTED_ALGORITHMS:
             raise InvalidTokenError("The token's algorithm is not accepted.")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH:

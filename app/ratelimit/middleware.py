@@ -12,7 +12,7 @@ A request passes three points, all reading the app's :class:`RateLimits` (``app.
    was charged go on every response, errors included.
 
 Not counted: ``/health`` probes (opt ``rate_limit_exempt``), ``OPTIONS`` (CORS preflights carry no token
-and do no work), and requests that match no route (the router answers 404 before any route runs).
+and do no work), and requests that match no route (the router answers 404 or 405 before any route runs).
 
 The client address is ``scope["client"]``: behind a proxy, let uvicorn set it from ``X-Forwarded-For`` for
 trusted proxies only (``--proxy-headers`` with ``FORWARDED_ALLOW_IPS``); a header a client can write is

@@ -13,6 +13,7 @@ from dotenv import load_dotenv
 from sqlalchemy import text
 
 from app.auth.tokens import InvalidTokenError, issue_token, user_id_from_claims
+from app.ratelimit.limiter import ping_redis, redis_location
 from config.logging import uvicorn_log_config
 from config.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
 from db.engine import create_engine
@@ -182,6 +183,14 @@ def check() -> None:
         click.secho(f"database: cannot connect to {database}: {type(exc).__name__}", err=True, fg="red")
         sys.exit(1)
     click.echo(f"database: ok ({database})")
+    if settings.redis_url:
+        location = redis_location(settings.redis_url)
+        try:
+            asyncio.run(ping_redis(settings.redis_url))
+        except Exception as exc:
+            click.secho(f"redis: cannot connect to {location}: {type(exc).__name__}", err=True, fg="red")
+            sys.exit(1)
+        click.echo(f"redis: ok ({location})")
     pending = asyncio.run(_pending(settings))
     if pending:
         click.secho(

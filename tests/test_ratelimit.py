@@ -33,7 +33,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from app.asgi import build_app
 from app.auth.tokens import issue_token
 from app.ratelimit import limiter as limiter_module
-from app.ratelimit.limiter import MemoryRateLimiter, RedisRateLimiter, gcra
+from app.ratelimit.limiter import MemoryRateLimiter, RedisRateLimiter, gcra, redis_location
 from app.ratelimit.middleware import build_rate_limits, client_key
 from config.settings import Rate, Settings, SettingsError
 from tests.conftest import IN_CI, TEST_SECRET
@@ -518,6 +518,19 @@ async def test_limits_come_back_when_redis_does(
         if process is not None:
             process.terminate()
             await asyncio.wait_for(process.wait(), timeout=10)
+
+
+def test_check_reports_redis(redis_url: str, sqlite_database: str, tmp_path: Path) -> None:
+    env = {**os.environ, **UNSET_SETTINGS, "DATA_DIR": str(tmp_path), "DATABASE_URL": sqlite_database}
+    reachable = manage("check", env={**env, "REDIS_URL": redis_url})
+    assert reachable.returncode == 0, reachable.stderr
+    assert f"redis: ok ({redis_location(redis_url)})" in reachable.stdout
+    port = free_port()
+    down = manage("check", env={**env, "REDIS_URL": f"redis://:hunter2@127.0.0.1:{port}"})
+    assert down.returncode == 1
+    assert f"redis: cannot connect to redis://127.0.0.1:{port}: ConnectionError" in down.stderr
+    assert "hunter2" not in down.stdout + down.stderr
+    assert "redis" not in manage("check", env=env).stdout  # not configured: nothing to check
 
 
 def test_two_servers_share_one_budget_through_redis(

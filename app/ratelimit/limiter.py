@@ -38,7 +38,7 @@ REDIS_RETRY_SECONDS = 5.0  # after a failure, requests are let through without a
 MEMORY_SWEEP_AT = 10_000  # the in-memory store drops expired keys whenever it grows past this (then 2x)
 
 Clock = Callable[[], float]
-"""Seconds since the epoch, like :func:`time.time` (tests inject their own)."""
+"""Seconds on a clock that only moves forward, like :func:`time.monotonic` (tests inject their own)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +127,7 @@ class MemoryRateLimiter:
     Safe without a lock: a hit never awaits between reading and writing its key.
     """
 
-    def __init__(self, clock: Clock = time.time) -> None:
+    def __init__(self, clock: Clock = time.monotonic) -> None:  # a wall-clock step back must not lock anyone out
         self._clock = clock
         self._tats: dict[str, int] = {}
         self._sweep_at = MEMORY_SWEEP_AT
@@ -181,6 +181,16 @@ def redis_location(url: str) -> str:
     if parts.scheme == "unix":
         return f"unix://{parts.path}"
     return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}"
+
+
+async def ping_redis(url: str) -> None:
+    """Raise unless the Redis at ``url`` answers within the limiter's timeouts (``manage.py check``)."""
+    client = Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS)
+    try:
+        async with asyncio.timeout(2 * REDIS_TIMEOUT_SECONDS):
+            await client.ping()
+    finally:
+        await client.aclose()
 
 
 class RedisRateLimiter:

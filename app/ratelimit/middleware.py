@@ -69,7 +69,7 @@ def build_rate_limits(settings: Settings, clock: Clock | None = None) -> RateLim
     limiter: RateLimiter = (
         RedisRateLimiter(settings.redis_url, settings.redis_key_prefix, clock)
         if settings.redis_url
-        else MemoryRateLimiter(clock or time.time)
+        else MemoryRateLimiter(clock or time.monotonic)
     )
     return RateLimits(limiter=limiter, user=settings.rate_limit, anonymous=settings.rate_limit_anonymous)
 

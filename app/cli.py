@@ -13,7 +13,6 @@ from dotenv import load_dotenv
 from sqlalchemy import text
 
 from app.auth.tokens import InvalidTokenError, issue_token, user_id_from_claims
-from app.ratelimit.limiter import ping_redis, redis_location
 from config.logging import uvicorn_log_config
 from config.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
 from db.engine import create_engine
@@ -184,6 +183,8 @@ def check() -> None:
         sys.exit(1)
     click.echo(f"database: ok ({database})")
     if settings.redis_url:
+        from app.ratelimit.redis_limiter import ping_redis, redis_location  # noqa: PLC0415 - only when configured
+
         location = redis_location(settings.redis_url)
         try:
             asyncio.run(ping_redis(settings.redis_url))

@@ -33,8 +33,10 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from app.asgi import build_app
 from app.auth.tokens import issue_token
 from app.ratelimit import limiter as limiter_module
-from app.ratelimit.limiter import MemoryRateLimiter, RedisRateLimiter, gcra, redis_location
+from app.ratelimit import redis_limiter
+from app.ratelimit.limiter import MemoryRateLimiter, gcra
 from app.ratelimit.middleware import build_rate_limits, client_key
+from app.ratelimit.redis_limiter import RedisRateLimiter, redis_location
 from config.settings import Rate, Settings, SettingsError
 from tests.conftest import IN_CI, TEST_SECRET
 from tests.test_cli import UNSET_SETTINGS, Server, free_port, manage
@@ -489,7 +491,7 @@ async def test_limits_come_back_when_redis_does(
         pytest.skip("redis-server is not installed")
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    monkeypatch.setattr(limiter_module, "REDIS_RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(redis_limiter, "REDIS_RETRY_SECONDS", 0.0)
     limiter = RedisRateLimiter(url, redis_prefix, clock)
     process: asyncio.subprocess.Process | None = None
     try:

@@ -1,4 +1,4 @@
-"""Counting requests against a budget: GCRA, in memory (one process) or in Redis (shared, atomic).
+"""Counting requests against a budget: GCRA, and the in-memory store (one process).
 
 GCRA (the generic cell rate algorithm) is a sliding window kept in one number per key: the *theoretical
 arrival time* (TAT). A budget of ``limit`` requests per ``period`` lets a request through every
@@ -8,33 +8,19 @@ refills smoothly instead of all at once at a window boundary, so there is no dou
 Times are whole microseconds so the arithmetic is exact, in Python and in Redis's Lua (whose numbers are
 doubles: exact up to 2**53, far above any microsecond timestamp of this century).
 
-Failure policy: when Redis cannot be reached the limiter *fails open*: requests are served without a
-limit and a warning is logged (once per outage), and Redis is not asked again for
-:data:`REDIS_RETRY_SECONDS`, so an outage costs one bounded timeout, not one per request.
+The shared store, in Redis, is :mod:`app.ratelimit.redis_limiter` (imported only when ``REDIS_URL`` is set).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import urlsplit
-
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from config.settings import Rate
 
-logger = logging.getLogger("app.ratelimit")
-
 MICROSECONDS = 1_000_000
-REDIS_TIMEOUT_SECONDS = 0.5  # connect and per-command; a rate-limit check must never hold a request long
-REDIS_RETRY_SECONDS = 5.0  # after a failure, requests are let through without asking Redis for this long
 MEMORY_SWEEP_AT = 10_000  # the in-memory store drops expired keys whenever it grows past this (then 2x)
 
 Clock = Callable[[], float]
@@ -73,7 +59,7 @@ class RateLimiter(Protocol):
         ...
 
 
-def _interval(rate: Rate) -> int:
+def emission_interval(rate: Rate) -> int:
     """Microseconds between two requests at the steady rate (at least 1; settings cap ``limit``)."""
     return max(1, rate.period_seconds * MICROSECONDS // rate.limit)
 
@@ -89,7 +75,7 @@ def decide(rate: Rate, *, allowed: bool, ahead: int) -> Decision:
     was allowed, as stored (unchanged) when it was refused. A full burst puts the TAT ``limit`` intervals
     ahead; each interval of idle time gives one request back.
     """
-    interval = _interval(rate)
+    interval = emission_interval(rate)
     capacity = interval * rate.limit
     if allowed:
         return Decision(
@@ -111,9 +97,9 @@ def decide(rate: Rate, *, allowed: bool, ahead: int) -> Decision:
 def gcra(rate: Rate, tat: int | None, now: int) -> tuple[bool, int, int]:
     """One GCRA step: ``(allowed, new stored TAT, ahead)`` for a request at ``now`` (all in microseconds).
 
-    :data:`GCRA_SCRIPT` is the same step in Lua; keep the two in line.
+    ``GCRA_SCRIPT`` in :mod:`app.ratelimit.redis_limiter` is the same step in Lua; keep the two in line.
     """
-    interval = _interval(rate)
+    interval = emission_interval(rate)
     start = now if tat is None or tat < now else tat
     new_tat = start + interval
     if new_tat - now > interval * rate.limit:
@@ -148,94 +134,3 @@ class MemoryRateLimiter:
 
     async def close(self) -> None:
         """Nothing to release."""
-
-
-# KEYS[1]: the key. ARGV: emission interval (µs), limit, now (µs; empty: Redis's own clock, so every
-# instance agrees on the time). Returns {allowed (1/0), ahead (µs)}. The same step as ``gcra`` above.
-GCRA_SCRIPT = """
-local interval = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-local now
-if ARGV[3] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[3])
-end
-local tat = tonumber(redis.call('GET', KEYS[1]))
-if tat == nil or tat < now then
-  tat = now
-end
-local new_tat = tat + interval
-if new_tat - now > interval * limit then
-  return {0, tat - now}
-end
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
-return {1, new_tat - now}
-"""
-
-
-def redis_location(url: str) -> str:
-    """``scheme://host:port`` of a Redis URL, for log lines: never the password or user name."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return f"unix://{parts.path}"
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}"
-
-
-async def ping_redis(url: str) -> None:
-    """Raise unless the Redis at ``url`` answers within the limiter's timeouts (``manage.py check``)."""
-    client = Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS)
-    try:
-        async with asyncio.timeout(2 * REDIS_TIMEOUT_SECONDS):
-            await client.ping()
-    finally:
-        await client.aclose()
-
-
-class RedisRateLimiter:
-    """Budgets in Redis, shared by every worker and instance that uses the same Redis and key prefix.
-
-    Each hit is one Lua script run: read, decide and write happen atomically inside Redis, so concurrent
-    requests on any number of processes are counted exactly once each.
-    """
-
-    def __init__(self, url: str, prefix: str, clock: Clock | None = None) -> None:
-        self._redis = Redis.from_url(
-            url,
-            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-            socket_timeout=REDIS_TIMEOUT_SECONDS,
-            retry=Retry(NoBackoff(), 1),  # one immediate reconnect, for a pooled connection Redis dropped
-        )
-        self._script = self._redis.register_script(GCRA_SCRIPT)
-        self._prefix = prefix + "ratelimit:"
-        self._clock = clock
-        self._location = redis_location(url)
-        self._down_until = 0.0  # monotonic time until which Redis is not asked (after a failure)
-
-    async def hit(self, key: str, rate: Rate) -> Decision | None:
-        """Count a request for ``key``; ``None`` (let it through) while Redis is unreachable."""
-        if self._down_until and time.monotonic() < self._down_until:
-            return None
-        now = "" if self._clock is None else str(round(self._clock() * MICROSECONDS))
-        try:
-            async with asyncio.timeout(2 * REDIS_TIMEOUT_SECONDS):  # the whole call, reconnect included
-                allowed, ahead = await self._script(keys=[self._prefix + key], args=[_interval(rate), rate.limit, now])
-        except (RedisError, OSError, TimeoutError) as exc:
-            if not self._down_until:
-                logger.warning(
-                    "rate limits are not enforced: Redis at %s is unreachable (%s); retrying every %.0f s",
-                    self._location,
-                    type(exc).__name__,
-                    REDIS_RETRY_SECONDS,
-                )
-            self._down_until = time.monotonic() + REDIS_RETRY_SECONDS
-            return None
-        if self._down_until:
-            logger.warning("rate limits are enforced again: Redis at %s answers", self._location)
-            self._down_until = 0.0
-        return decide(rate, allowed=bool(allowed), ahead=int(ahead))
-
-    async def close(self) -> None:
-        """Close the connection pool."""
-        await self._redis.aclose()

@@ -33,7 +33,7 @@ from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.ratelimit.limiter import Clock, Decision, MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from app.ratelimit.limiter import Clock, Decision, MemoryRateLimiter, RateLimiter
 from config.settings import Rate, Settings
 
 RATE_LIMIT_EXEMPT = "rate_limit_exempt"
@@ -66,11 +66,13 @@ def build_rate_limits(settings: Settings, clock: Clock | None = None) -> RateLim
     """The limits ``settings`` ask for: in Redis when ``REDIS_URL`` is set, else in memory; ``None`` when off."""
     if settings.rate_limit is None and settings.rate_limit_anonymous is None:
         return None
-    limiter: RateLimiter = (
-        RedisRateLimiter(settings.redis_url, settings.redis_key_prefix, clock)
-        if settings.redis_url
-        else MemoryRateLimiter(clock or time.monotonic)
-    )
+    limiter: RateLimiter
+    if settings.redis_url:
+        from app.ratelimit.redis_limiter import RedisRateLimiter  # noqa: PLC0415 - loads the client only when used
+
+        limiter = RedisRateLimiter(settings.redis_url, settings.redis_key_prefix, clock)
+    else:
+        limiter = MemoryRateLimiter(clock or time.monotonic)
     return RateLimits(limiter=limiter, user=settings.rate_limit, anonymous=settings.rate_limit_anonymous)
 
 

@@ -20,6 +20,12 @@ from app.errors import exception_handlers
 from app.headers import add_security_headers
 from app.health import HealthController
 from app.openapi import docs_page, openapi_config
+from app.ratelimit.middleware import (
+    RateLimitMiddleware,
+    add_rate_limit_headers,
+    build_rate_limits,
+    enforce_rate_limit,
+)
 from app.requests import ApiRequest
 from app.tasks.controller import TaskController
 from app.tasks.listing import cursor_key
@@ -52,18 +58,33 @@ def build_app(settings: Settings) -> Litestar:
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["Location", "Link", "X-Total-Count"],
+            expose_headers=[
+                "Location",
+                "Link",
+                "X-Total-Count",
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+                "RateLimit-Policy",
+            ],
             max_age=600,
         )
         if settings.cors_origins
         else None
     )
+    rate_limits = build_rate_limits(settings)
     return Litestar(
         route_handlers=[TaskController, HealthController, docs_page],
+        # Rate limits: the middleware wraps authentication (it counts 401s per address); the guard runs after
+        # it (it counts the token's user). See app/ratelimit/middleware.py.
+        middleware=[RateLimitMiddleware] if rate_limits else [],
+        guards=[enforce_rate_limit] if rate_limits else [],
+        on_shutdown=[rate_limits.close] if rate_limits else [],
         plugins=[SQLAlchemyPlugin(config=database)],
         request_class=ApiRequest,
         request_max_body_size=settings.max_body_bytes,
-        before_send=[add_security_headers],
+        before_send=[add_security_headers, add_rate_limit_headers],
         on_shutdown=[close_token_verifier],
         exception_handlers=exception_handlers,
         openapi_config=openapi_config(_version()),
@@ -73,6 +94,7 @@ def build_app(settings: Settings) -> Litestar:
                 "settings": settings,
                 "token_verifier": build_verifier(settings),
                 "cursor_key": cursor_key(settings.signing_secret()),
+                "rate_limits": rate_limits,
             }
         ),
         logging_config=LoggingConfig(

@@ -191,6 +191,16 @@ def check() -> None:
         click.secho(f"database: cannot connect to {database}: {type(exc).__name__}", err=True, fg="red")
         sys.exit(1)
     click.echo(f"database: ok ({database})")
+    if settings.redis_url:
+        from app.ratelimit.redis_limiter import ping_redis, redis_location  # noqa: PLC0415 - only when configured
+
+        location = redis_location(settings.redis_url)
+        try:
+            asyncio.run(ping_redis(settings.redis_url))
+        except Exception as exc:
+            click.secho(f"redis: cannot connect to {location}: {type(exc).__name__}", err=True, fg="red")
+            sys.exit(1)
+        click.echo(f"redis: ok ({location})")
     pending = asyncio.run(_pending(settings))
     if pending:
         click.secho(

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.errors import ProblemDetail, problem
 from app.openapi import problem_responses
+from app.ratelimit.middleware import RATE_LIMIT_EXEMPT
 
 READY_TIMEOUT_SECONDS = 2.0
 
@@ -27,6 +28,7 @@ class HealthController(Controller):
 
     path = "/health"
     tags = ["health"]
+    opt = {RATE_LIMIT_EXEMPT: True}  # probes from an orchestrator or load balancer are never throttled
 
     @get("/", summary="Liveness", description="200 while the process serves requests; no database access.")
     async def live(self) -> HealthStatus:
@@ -37,7 +39,7 @@ class HealthController(Controller):
         "/ready",
         summary="Readiness",
         description="200 when the database answers within 2 s, else 503.",
-        responses=problem_responses(),
+        responses=problem_responses(rate_limited=False),
     )
     async def ready(self, db_engine: NamedDependency[AsyncEngine]) -> Response[HealthStatus] | Response[ProblemDetail]:
         """The database answers."""

@@ -6,6 +6,7 @@ from http import HTTPStatus
 from typing import Any
 
 from litestar import MediaType, Request, get
+from litestar.datastructures import ResponseHeader
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -20,12 +21,19 @@ _DESCRIPTIONS = {
     401: "Missing, malformed, expired or forged token (carries `WWW-Authenticate: Bearer`).",
     403: "The token is valid but its user is not the `{user_id}` in the path.",
     404: "No such task for this user (also when the task belongs to someone else).",
+    429: "Over the rate limit (per token user; per client address without a valid token); retry after "
+    "`Retry-After` seconds.",
     503: "The database is unavailable; retry after `Retry-After` seconds.",
 }
 
 
-def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the error responses a route can give, all problem+json. 503 is always added."""
+def problem_responses(*statuses: int, rate_limited: bool = True) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error responses a route can give, all problem+json.
+
+    503 is always added, 429 unless the route is exempt from rate limits (``rate_limited=False``).
+    """
+    if rate_limited:
+        statuses = (*statuses, 429)
     return {
         status: ResponseSpec(
             data_container=ProblemDetail,
@@ -35,6 +43,17 @@ def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
         )
         for status in (*statuses, 503)
     }
+
+
+RATE_LIMIT_HEADERS = [
+    ResponseHeader(name=name, description=description, documentation_only=True)
+    for name, description in (
+        ("RateLimit-Limit", "Requests allowed per window (absent when rate limits are off)."),
+        ("RateLimit-Remaining", "Requests left right now."),
+        ("RateLimit-Reset", "Seconds until the whole budget is available again."),
+        ("RateLimit-Policy", "The budget as `limit;w=window-seconds`."),
+    )
+]
 
 
 def openapi_config(version: str) -> OpenAPIConfig:

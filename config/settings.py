@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import tempfile
 from dataclasses import dataclass, field
@@ -26,9 +27,25 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024
 _BODY_LIMITS = (1024, 10 * 1024 * 1024)
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 DEV_SECRET_FILE = "dev-secret"  # noqa: S105 - a file name, not a secret
+PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+MAX_RATE = 1_000_000  # requests per period; keeps the limiter's emission interval at least 1 µs
+_RATE = re.compile(r"(\d+)\s*/\s*([a-z]+)")
+DEFAULT_REDIS_KEY_PREFIX = "todo-backend:"
 
 Environment = Literal["development", "production", "test"]
 _ENVIRONMENTS: tuple[Environment, ...] = ("development", "production", "test")
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A request budget: at most ``limit`` requests per ``period_seconds`` (``600/minute``)."""
+
+    limit: int
+    period_seconds: int
+
+    def __str__(self) -> str:
+        unit = next(name for name, seconds in PERIODS.items() if seconds == self.period_seconds)
+        return f"{self.limit}/{unit}"
 
 
 class SettingsError(Exception):
@@ -55,6 +72,10 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    rate_limit: Rate | None = Rate(600, 60)  # per authenticated user; None: off
+    rate_limit_anonymous: Rate | None = Rate(60, 60)  # per client address, requests without a valid token
+    redis_url: str | None = field(default=None, repr=False)  # None: rate limits counted in memory, per process
+    redis_key_prefix: str = DEFAULT_REDIS_KEY_PREFIX
 
     @property
     def is_production(self) -> bool:
@@ -130,6 +151,12 @@ class Settings:
             "MAX_BODY_BYTES", get("MAX_BODY_BYTES"), DEFAULT_MAX_BODY_BYTES, _BODY_LIMITS, problems
         )
 
+        rate_limit = _rate("RATE_LIMIT", get("RATE_LIMIT"), Rate(600, 60), problems)
+        rate_limit_anonymous = _rate("RATE_LIMIT_ANONYMOUS", get("RATE_LIMIT_ANONYMOUS"), Rate(60, 60), problems)
+        redis_url = get("REDIS_URL") or None
+        if redis_url is not None and (problem := _redis_url_problem(redis_url)):
+            problems.append(problem)
+
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -145,6 +172,10 @@ class Settings:
             cors_origins=tuple(cors_origins),
             log_level=log_level,
             max_body_bytes=max_body_bytes,
+            rate_limit=rate_limit,
+            rate_limit_anonymous=rate_limit_anonymous,
+            redis_url=redis_url,
+            redis_key_prefix=get("REDIS_KEY_PREFIX") or DEFAULT_REDIS_KEY_PREFIX,
         )
 
     def signing_secret(self) -> str:
@@ -201,6 +232,38 @@ def _whole_number(
         return int(raw)
     problems.append(f"{name} must be a whole number{unit} from {low} to {high} (got {raw!r})")
     return default
+
+
+def _rate(name: str, raw: str, default: Rate, problems: list[str]) -> Rate | None:
+    """``N/second|minute|hour|day`` as a :class:`Rate`; ``off`` is ``None``; empty means ``default``."""
+    value = raw.lower()
+    if not value:
+        return default
+    if value == "off":
+        return None
+    match = _RATE.fullmatch(value)
+    if match and match.group(2) in PERIODS and 1 <= int(match.group(1)) <= MAX_RATE:
+        return Rate(int(match.group(1)), PERIODS[match.group(2)])
+    problems.append(
+        f"{name} must be off or N/second, N/minute, N/hour or N/day with N from 1 to {MAX_RATE} (got {raw!r})"
+    )
+    return default
+
+
+def _redis_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a Redis URL, or ``None``. Never repeats the URL: it may hold a password."""
+    try:
+        parts = urlsplit(url)
+        scheme, host, _ = parts.scheme.lower(), parts.hostname, parts.port  # .port raises on a bad port
+    except ValueError:
+        return "REDIS_URL is not a valid URL"
+    if scheme not in {"redis", "rediss", "unix"}:
+        return f"REDIS_URL must start with redis://, rediss:// or unix:// (got {scheme or 'no'} scheme)"
+    if scheme != "unix" and not host:
+        return "REDIS_URL needs a host, e.g. redis://127.0.0.1:6379/0"
+    if scheme == "unix" and not parts.path:
+        return "REDIS_URL needs a socket path, e.g. unix:///run/redis/redis.sock"
+    return None
 
 
 @lru_cache(maxsize=1)

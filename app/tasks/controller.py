@@ -20,7 +20,7 @@ from sqlalchemy import not_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.middleware import BearerTokenMiddleware, require_path_owner
-from app.openapi import BEARER_SCHEME, problem_responses
+from app.openapi import BEARER_SCHEME, RATE_LIMIT_HEADERS, problem_responses
 from app.tasks.listing import InvalidCursorError, ListQuery, SortField, SortOrder, StatusFilter
 from app.tasks.schemas import (
     PriorityName,
@@ -89,6 +89,7 @@ class TaskController(Controller):
     middleware = [DefineMiddleware(BearerTokenMiddleware)]
     guards = [require_path_owner]
     security = [{BEARER_SCHEME: []}]
+    response_headers = RATE_LIMIT_HEADERS
     dependencies = {"tasks": Provide(provide_tasks)}
 
     @get(

@@ -80,12 +80,11 @@ def build_app(settings: Settings) -> Litestar:
         # it (it counts the token's user). See app/ratelimit/middleware.py.
         middleware=[RateLimitMiddleware] if rate_limits else [],
         guards=[enforce_rate_limit] if rate_limits else [],
-        on_shutdown=[rate_limits.close] if rate_limits else [],
         plugins=[SQLAlchemyPlugin(config=database)],
         request_class=ApiRequest,
         request_max_body_size=settings.max_body_bytes,
         before_send=[add_security_headers, add_rate_limit_headers],
-        on_shutdown=[close_token_verifier],
+        on_shutdown=[close_token_verifier, *([rate_limits.close] if rate_limits else [])],
         exception_handlers=exception_handlers,
         openapi_config=openapi_config(_version()),
         cors_config=cors,

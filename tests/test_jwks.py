@@ -223,9 +223,20 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def jwks_settings(settings: Settings, key_server: KeyServer) -> Settings:
-    """JWKS mode as a Better Auth frontend needs it. The shared secret stays set: it must not matter."""
+    """JWKS mode as a Better Auth frontend needs it. The shared secret stays set: it must not matter.
+
+    Rate limits are off: these tests send hundreds of refused tokens from one address on purpose, to count
+    key fetches; the per-address limit has its own tests (tests/test_ratelimit.py).
+    """
     assert settings.better_auth_secret == TEST_SECRET
-    return replace(settings, jwt_jwks_url=key_server.url, jwt_issuer=BASE_URL, jwt_audience=BASE_URL)
+    return replace(
+        settings,
+        jwt_jwks_url=key_server.url,
+        jwt_issuer=BASE_URL,
+        jwt_audience=BASE_URL,
+        rate_limit=None,
+        rate_limit_anonymous=None,
+    )
 
 
 def app_with_clock(settings: Settings, clock: FakeClock) -> Litestar:

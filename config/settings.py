@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -17,12 +19,14 @@ from typing import Literal
 
 from dotenv import dotenv_values
 
+from db.engine import EngineOptions
 from db.url import DatabaseURLError, translate_database_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_SECRET_BYTES = 32
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 _BODY_LIMITS = (1024, 10 * 1024 * 1024)
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 DEV_SECRET_FILE = "dev-secret"  # noqa: S105 - a file name, not a secret
 
 Environment = Literal["development", "production", "test"]
@@ -52,6 +56,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    db_options: EngineOptions = field(default_factory=EngineOptions)
 
     @property
     def is_production(self) -> bool:
@@ -116,6 +121,8 @@ class Settings:
             "MAX_BODY_BYTES", get("MAX_BODY_BYTES"), DEFAULT_MAX_BODY_BYTES, _BODY_LIMITS, problems
         )
 
+        db_options = _engine_options(get, problems)
+
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -130,6 +137,7 @@ class Settings:
             cors_origins=tuple(cors_origins),
             log_level=log_level,
             max_body_bytes=max_body_bytes,
+            db_options=db_options,
         )
 
     def signing_secret(self) -> str:
@@ -168,6 +176,44 @@ def _whole_number(
         return int(raw)
     problems.append(f"{name} must be a whole number{unit} from {low} to {high} (got {raw!r})")
     return default
+
+
+def _seconds(
+    name: str, raw: str, default: float, bounds: tuple[float, float], problems: list[str], *, zero_is_off: bool = False
+) -> float:
+    """``raw`` as seconds (decimals allowed) within ``bounds``; with ``zero_is_off``, 0 is accepted too."""
+    if not raw:
+        return default
+    low, high = bounds
+    if _DECIMAL.fullmatch(raw) and (low <= float(raw) <= high or (zero_is_off and float(raw) == 0)):
+        return float(raw)
+    off = "0 (off) or " if zero_is_off else ""
+    problems.append(f"{name} must be {off}a number of seconds from {low:g} to {high:g} (got {raw!r})")
+    return default
+
+
+def _engine_options(get: Callable[[str], str], problems: list[str]) -> EngineOptions:
+    """The ``DB_*`` settings: pool size, its time limits and PostgreSQL's statement timeout."""
+    default = EngineOptions()
+    return EngineOptions(
+        pool_size=_whole_number("DB_POOL_SIZE", get("DB_POOL_SIZE"), default.pool_size, (1, 100), problems),
+        max_overflow=_whole_number("DB_MAX_OVERFLOW", get("DB_MAX_OVERFLOW"), default.max_overflow, (0, 100), problems),
+        pool_timeout=_seconds("DB_POOL_TIMEOUT", get("DB_POOL_TIMEOUT"), default.pool_timeout, (0, 60), problems),
+        pool_recycle=_whole_number(
+            "DB_POOL_RECYCLE", get("DB_POOL_RECYCLE"), default.pool_recycle, (0, 86400), problems, unit=" of seconds"
+        ),
+        connect_timeout=_seconds(
+            "DB_CONNECT_TIMEOUT", get("DB_CONNECT_TIMEOUT"), default.connect_timeout, (0.1, 60), problems
+        ),
+        statement_timeout=_seconds(
+            "DB_STATEMENT_TIMEOUT",
+            get("DB_STATEMENT_TIMEOUT"),
+            default.statement_timeout,
+            (0.001, 86400),
+            problems,
+            zero_is_off=True,
+        ),
+    )
 
 
 @lru_cache(maxsize=1)

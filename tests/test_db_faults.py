@@ -194,6 +194,14 @@ def assert_unavailable(response: httpx.Response, elapsed: float, password: str) 
     assert password not in str(response.headers)
 
 
+async def cut_off(proxy: TcpProxy, outage: str) -> None:
+    """``refused``: nothing listens, open connections are cut. ``blackholed``: nothing flows, anywhere."""
+    if outage == "refused":
+        await proxy.refuse()
+    else:
+        proxy.blackhole()
+
+
 async def wait_for(condition: Callable[[], Awaitable[bool]], what: str, seconds: float = 10) -> None:
     """Poll ``condition`` until it holds; fail after ``seconds``."""
     try:
@@ -245,10 +253,7 @@ async def test_unreachable_database_is_a_quick_503_and_the_app_recovers_by_itsel
         warm = await asyncio.gather(*(api.call("GET", f"{api.tasks}/{task_id}") for _ in range(4)))
         assert [r.status_code for r in warm] == [200] * 4
 
-        if outage == "refused":
-            await proxy.refuse()
-        else:
-            proxy.blackhole()
+        await cut_off(proxy, outage)
         # One request alone (it meets a pooled connection first), then a burst of every kind at once.
         response, elapsed = await api.timed("GET", f"{api.tasks}/{task_id}")
         assert_unavailable(response, elapsed, db_password)
@@ -264,7 +269,7 @@ async def test_unreachable_database_is_a_quick_503_and_the_app_recovers_by_itsel
             assert_unavailable(response, elapsed, db_password)
         live, elapsed = burst[-1]
         assert live.status_code == 200
-        assert elapsed < 0.5
+        assert elapsed < 1.0  # liveness never waits for the database
 
         await proxy.up()
         back = time.monotonic()
@@ -305,7 +310,7 @@ async def test_connections_the_server_severed_are_never_handed_to_a_request(
 async def test_manage_py_serve_answers_503_while_the_database_is_away_and_recovers(
     proxy: TcpProxy, proxied_url: str, db_password: str, tmp_path: Path
 ) -> None:
-    """The deployed shape: ``manage.py serve`` in its own process, default settings, real signals."""
+    """The deployed shape: ``manage.py serve`` in its own process, with the default settings."""
     port = _free_port()
     env = {
         **os.environ,
@@ -336,10 +341,8 @@ async def test_manage_py_serve_answers_503_while_the_database_is_away_and_recove
             api = Api(client, app_settings(proxied_url, tmp_path))
             task_id = await api.create()
 
-            for cut in (proxy.refuse, proxy.blackhole):
-                outcome = cut()
-                if outcome is not None:
-                    await outcome
+            for outage in ("refused", "blackholed"):
+                await cut_off(proxy, outage)
                 burst = await asyncio.gather(
                     api.timed("GET", f"{api.tasks}/{task_id}"), api.timed("GET", "/health/ready")
                 )

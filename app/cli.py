@@ -35,7 +35,7 @@ def load_settings() -> Settings:
 
 
 async def _pending(settings: Settings) -> list[str]:
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, settings.db_options)
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
             return await pending_revisions(engine)
@@ -44,7 +44,7 @@ async def _pending(settings: Settings) -> list[str]:
 
 
 async def _ping(settings: Settings) -> None:
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, settings.db_options)
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS), engine.connect() as connection:
             await connection.execute(text("SELECT 1"))

@@ -13,12 +13,13 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 import msgspec
 from advanced_alchemy.exceptions import IntegrityError, NotFoundError, RepositoryError
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.auth.tokens import SigningKeysUnavailableError
@@ -127,13 +128,15 @@ def handle_repository_error(_: Request[Any, Any, Any], exc: RepositoryError) -> 
     if isinstance(exc, NotFoundError):
         # The same answer whether the task never existed or belongs to someone else.
         return problem(404, "Task not found.")
+    # Before IntegrityError: Advanced Alchemy reports every driver error raised by a statement (a lost
+    # connection, a statement timeout) as an IntegrityError; what caused it tells the outage apart.
+    if _is_database_unavailable(exc):
+        return _database_unavailable(exc)
     if isinstance(exc, IntegrityError):
         return problem(409, "The change conflicts with the current state of the data.")
     if isinstance(exc, OwnerScopeError):  # a programming error, never the client's doing
         logger.error("owner scope violation refused: %s", exc.detail)
         return problem(500, "The server could not complete the request.")
-    if _is_database_unavailable(exc):
-        return _database_unavailable(exc)
     logger.error("repository error", exc_info=exc)
     return problem(500, "The server could not complete the request.")
 
@@ -146,24 +149,59 @@ def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Pro
     return problem(500, "The server could not complete the request.")
 
 
+# SQLSTATE classes that mean "the database cannot serve this right now, retry shortly": 08 connection
+# exception (08003: the connection is gone), 53 insufficient resources (53300: too many connections),
+# 57 operator intervention (57014: cancelled by statement_timeout, 57P01: admin shutdown, 57P03: cannot
+# connect now). Plus 55P03, lock not available (lock_timeout).
+_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
+_UNAVAILABLE_SQLSTATES = frozenset({"55P03"})
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and everything behind it: ``__cause__``, ``__context__`` and SQLAlchemy's ``orig``."""
+    chain: list[BaseException] = []
+    pending: list[BaseException] = [exc]
+    while pending and len(chain) < 20:
+        current = pending.pop(0)
+        if any(current is seen for seen in chain):
+            continue
+        chain.append(current)
+        orig = getattr(current, "orig", None)
+        pending += [e for e in (current.__cause__, current.__context__, orig) if isinstance(e, BaseException)]
+    return chain
+
+
 def _is_database_unavailable(exc: BaseException) -> bool:
-    """True when ``exc`` (or what caused it) says the database cannot be reached right now."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OperationalError | PoolTimeoutError | ConnectionError | TimeoutError):
+    """True when ``exc`` (or what caused it) says the database cannot serve the request right now.
+
+    Unreachable (refused, reset, timed out: all ``OSError``), no free pooled connection in time
+    (``sqlalchemy.exc.TimeoutError``), a connection lost or invalidated, SQLAlchemy's ``OperationalError``
+    (which also covers SQLite's "database is locked"), and PostgreSQL's transient SQLSTATEs above,
+    including a statement cancelled by ``statement_timeout``.
+    """
+    for current in _causes(exc):
+        if isinstance(current, OperationalError | PoolTimeoutError | DisconnectionError | OSError):
             return True
         if isinstance(current, DBAPIError) and current.connection_invalidated:
             return True
-        if isinstance(current, OSError):
+        sqlstate = _sqlstate(current)
+        if sqlstate and (sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or sqlstate in _UNAVAILABLE_SQLSTATES):
             return True
-        current = current.__cause__ or current.__context__
+        if isinstance(current, asyncpg.InterfaceError) and "connection is closed" in str(current):
+            return True
     return False
 
 
+def _sqlstate(exc: BaseException) -> str | None:
+    """PostgreSQL's error code, from asyncpg's exceptions and SQLAlchemy's adapted ones."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return sqlstate if isinstance(sqlstate, str) else None
+
+
 def _database_unavailable(exc: BaseException) -> Response[ProblemDetail]:
-    logger.warning("database unavailable: %s", type(exc).__name__)
+    # Exception types and SQLSTATEs only: messages can carry connection details.
+    chain = " <- ".join(type(e).__name__ + (f"[{_sqlstate(e)}]" if _sqlstate(e) else "") for e in _causes(exc))
+    logger.warning("database unavailable: %s", chain)
     return problem(
         503,
         "The database is unavailable; retry shortly.",

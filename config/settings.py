@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
+from db.engine import EngineOptions
 from db.url import DatabaseURLError, translate_database_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +28,7 @@ MIN_SECRET_BYTES = 32
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 _BODY_LIMITS = (1024, 10 * 1024 * 1024)
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 DEV_SECRET_FILE = "dev-secret"  # noqa: S105 - a file name, not a secret
 PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 MAX_RATE = 1_000_000  # requests per period; keeps the limiter's emission interval at least 1 µs
@@ -76,6 +79,7 @@ class Settings:
     rate_limit_anonymous: Rate | None = Rate(60, 60)  # per client address, requests without a valid token
     redis_url: str | None = field(default=None, repr=False)  # None: rate limits counted in memory, per process
     redis_key_prefix: str = DEFAULT_REDIS_KEY_PREFIX
+    db_options: EngineOptions = field(default_factory=EngineOptions)
 
     @property
     def is_production(self) -> bool:
@@ -156,6 +160,7 @@ class Settings:
         redis_url = get("REDIS_URL") or None
         if redis_url is not None and (problem := _redis_url_problem(redis_url)):
             problems.append(problem)
+        db_options = _engine_options(get, problems)
 
         if problems:
             raise SettingsError(problems)
@@ -176,6 +181,7 @@ class Settings:
             rate_limit_anonymous=rate_limit_anonymous,
             redis_url=redis_url,
             redis_key_prefix=get("REDIS_KEY_PREFIX") or DEFAULT_REDIS_KEY_PREFIX,
+            db_options=db_options,
         )
 
     def signing_secret(self) -> str:
@@ -264,6 +270,44 @@ def _redis_url_problem(url: str) -> str | None:
     if scheme == "unix" and not parts.path:
         return "REDIS_URL needs a socket path, e.g. unix:///run/redis/redis.sock"
     return None
+
+
+def _seconds(
+    name: str, raw: str, default: float, bounds: tuple[float, float], problems: list[str], *, zero_is_off: bool = False
+) -> float:
+    """``raw`` as seconds (decimals allowed) within ``bounds``; with ``zero_is_off``, 0 is accepted too."""
+    if not raw:
+        return default
+    low, high = bounds
+    if _DECIMAL.fullmatch(raw) and (low <= float(raw) <= high or (zero_is_off and float(raw) == 0)):
+        return float(raw)
+    off = "0 (off) or " if zero_is_off else ""
+    problems.append(f"{name} must be {off}a number of seconds from {low:g} to {high:g} (got {raw!r})")
+    return default
+
+
+def _engine_options(get: Callable[[str], str], problems: list[str]) -> EngineOptions:
+    """The ``DB_*`` settings: pool size, its time limits and PostgreSQL's statement timeout."""
+    default = EngineOptions()
+    return EngineOptions(
+        pool_size=_whole_number("DB_POOL_SIZE", get("DB_POOL_SIZE"), default.pool_size, (1, 100), problems),
+        max_overflow=_whole_number("DB_MAX_OVERFLOW", get("DB_MAX_OVERFLOW"), default.max_overflow, (0, 100), problems),
+        pool_timeout=_seconds("DB_POOL_TIMEOUT", get("DB_POOL_TIMEOUT"), default.pool_timeout, (0, 60), problems),
+        pool_recycle=_whole_number(
+            "DB_POOL_RECYCLE", get("DB_POOL_RECYCLE"), default.pool_recycle, (0, 86400), problems, unit=" of seconds"
+        ),
+        connect_timeout=_seconds(
+            "DB_CONNECT_TIMEOUT", get("DB_CONNECT_TIMEOUT"), default.connect_timeout, (0.1, 60), problems
+        ),
+        statement_timeout=_seconds(
+            "DB_STATEMENT_TIMEOUT",
+            get("DB_STATEMENT_TIMEOUT"),
+            default.statement_timeout,
+            (0.001, 86400),
+            problems,
+            zero_is_off=True,
+        ),
+    )
 
 
 @lru_cache(maxsize=1)

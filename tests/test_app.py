@@ -13,6 +13,7 @@ from litestar.testing import AsyncTestClient
 
 from app.asgi import build_app
 from config.settings import Settings
+from db.engine import EngineOptions
 
 Client = AsyncTestClient[Litestar]
 Auth = Callable[..., dict[str, str]]
@@ -43,7 +44,11 @@ async def test_health_is_ok(client: Client) -> None:
 
 async def test_unreachable_database(settings: Settings, closed_port: int, auth: Auth) -> None:
     """Liveness stays up, readiness and API calls answer 503 problems with Retry-After."""
-    down = replace(settings, database_url=f"postgresql://postgres@127.0.0.1:{closed_port}/nowhere")
+    down = replace(
+        settings,
+        database_url=f"postgresql://postgres@127.0.0.1:{closed_port}/nowhere",
+        db_options=EngineOptions(connect_timeout=0.2),  # refused connects are retried for this long
+    )
     async with AsyncTestClient(app=build_app(down)) as client:
         assert (await client.get("/health")).status_code == 200
         ready = await client.get("/health/ready")

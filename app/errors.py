@@ -21,7 +21,7 @@ from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from db.owned import OwnerScopeError
+from db.owned import OwnerScopeError, StaleVersionError
 
 logger = logging.getLogger("app.errors")
 
@@ -56,8 +56,10 @@ _SLUGS = {
     404: "not-found",
     405: "method-not-allowed",
     409: "conflict",
+    412: "precondition-failed",
     413: "payload-too-large",
     415: "unsupported-media-type",
+    422: "unprocessable-content",
     429: "too-many-requests",
     500: "internal-error",
     503: "service-unavailable",
@@ -128,6 +130,8 @@ def handle_repository_error(_: Request[Any, Any, Any], exc: RepositoryError) -> 
         return problem(404, "Task not found.")
     if isinstance(exc, IntegrityError):
         return problem(409, "The change conflicts with the current state of the data.")
+    if isinstance(exc, StaleVersionError):  # If-Match named none of the task's current ETag
+        return problem(412, "The task has changed since that ETag: read it again, then retry the change.")
     if isinstance(exc, OwnerScopeError):  # a programming error, never the client's doing
         logger.error("owner scope violation refused: %s", exc.detail)
         return problem(500, "The server could not complete the request.")

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from advanced_alchemy.base import IdentityAuditBase, orm_registry
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import JSON, Boolean, Index, SmallInteger, String, false, text
+from sqlalchemy import JSON, Boolean, Index, Integer, SmallInteger, String, false, literal_column, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -37,7 +37,8 @@ metadata = orm_registry.metadata
 class Task(IdentityAuditBase):
     """One task, owned by exactly one user (``user_id``, the token's subject).
 
-    ``id``, ``created_at`` and ``updated_at`` (UTC) come from the AA base.
+    ``id``, ``created_at`` and ``updated_at`` (UTC) come from the AA base. ``version`` counts the writes to
+    the row and is what the API's ``ETag`` names (see ``app/tasks/etags.py``).
     """
 
     __tablename__ = "tasks"
@@ -63,3 +64,9 @@ class Task(IdentityAuditBase):
     # ``tags`` as the user wrote them (order kept); ``tag_keys`` lower-cased, for filters that ignore case.
     tags: Mapped[list[str]] = mapped_column(TagList, default=list)
     tag_keys: Mapped[list[str]] = mapped_column(TagList, default=list)
+    # 1 on insert; every UPDATE that SQLAlchemy emits (core statements, ORM flushes, bulk updates) adds one in
+    # its own SET clause, so the increment is atomic with the write. ``OwnedRepository.update_values`` also
+    # sets it explicitly and can make the write conditional on it (If-Match).
+    version: Mapped[int] = mapped_column(
+        Integer, default=1, server_default=text("1"), onupdate=literal_column("version") + 1
+    )

@@ -15,12 +15,13 @@ from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi.spec import Operation, Reference
-from litestar.params import JSONBody, Parameter
+from litestar.params import HeaderParameter, JSONBody, Parameter
 from sqlalchemy import not_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.middleware import BearerTokenMiddleware, require_path_owner
 from app.openapi import BEARER_SCHEME, problem_responses
+from app.tasks.etags import etag, if_match_versions
 from app.tasks.listing import InvalidCursorError, ListQuery, SortField, SortOrder, StatusFilter
 from app.tasks.schemas import (
     PriorityName,
@@ -52,6 +53,25 @@ class OptionalBodyOperation(Operation):
         if self.request_body is not None and not isinstance(self.request_body, Reference):
             self.request_body.required = False
 
+
+IfMatch = Annotated[
+    str | None,
+    HeaderParameter(
+        name="If-Match",
+        description=(
+            'Make the change only if the task\'s current `ETag` is one of these strong tags (`"12-3"` or '
+            '`"12-3", "12-4"`), or the task exists (`*`); otherwise 412 and nothing changes. Without it the '
+            "change is unconditional."
+        ),
+        required=False,
+    ),
+]
+ETAG_HEADER = ResponseHeader(
+    name="ETag",
+    description='The task\'s strong entity tag, `"<id>-<version>"`; it changes with every write to the task.',
+    required=True,
+    documentation_only=True,
+)
 
 Tasks = NamedDependency[TaskRepository]
 MAX_CURSOR_LENGTH = 2048  # a 200-character title of 4-byte characters makes a cursor of about 1,200
@@ -182,56 +202,86 @@ class TaskController(Controller):
         status_code=201,
         responses=problem_responses(400, 401, 403),
         response_headers=[
-            ResponseHeader(name="Location", description="The new task's URL path.", documentation_only=True)
+            ResponseHeader(name="Location", description="The new task's URL path.", documentation_only=True),
+            ETAG_HEADER,
         ],
     )
     async def create_task(self, tasks: Tasks, data: JSONBody[TaskCreate]) -> Response[TaskRead]:
         """Create a task; ``Location`` names it."""
         task = await tasks.add(data.to_model(), auto_commit=True, auto_refresh=False)
-        return Response(TaskRead.from_model(task), status_code=201, headers={"Location": task_location(task)})
+        return _task_response(task, status_code=201, headers={"Location": task_location(task)})
 
-    @get("/{task_id:str}", summary="Get a task", responses=problem_responses(400, 401, 403, 404))
-    async def get_task(self, tasks: Tasks, task_id: TaskId) -> TaskRead:
+    @get(
+        "/{task_id:str}",
+        summary="Get a task",
+        responses=problem_responses(400, 401, 403, 404),
+        response_headers=[ETAG_HEADER],
+    )
+    async def get_task(self, tasks: Tasks, task_id: TaskId) -> Response[TaskRead]:
         """One task."""
-        return TaskRead.from_model(await tasks.get(task_id))
+        return _task_response(await tasks.get(task_id))
 
-    @put("/{task_id:str}", summary="Update a task", responses=problem_responses(400, 401, 403, 404))
-    async def replace_task(self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskUpdate]) -> TaskRead:
+    @put(
+        "/{task_id:str}",
+        summary="Update a task",
+        responses=problem_responses(400, 401, 403, 404, 412),
+        response_headers=[ETAG_HEADER],
+    )
+    async def replace_task(
+        self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskUpdate], if_match: IfMatch = None
+    ) -> Response[TaskRead]:
         """Update the fields sent; the others keep their value."""
-        return await _update(tasks, task_id, data.changes())
+        return await _update(tasks, task_id, data.changes(), if_match)
 
-    @patch("/{task_id:str}", summary="Update part of a task", responses=problem_responses(400, 401, 403, 404))
-    async def update_task(self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskUpdate]) -> TaskRead:
+    @patch(
+        "/{task_id:str}",
+        summary="Update part of a task",
+        responses=problem_responses(400, 401, 403, 404, 412),
+        response_headers=[ETAG_HEADER],
+    )
+    async def update_task(
+        self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskUpdate], if_match: IfMatch = None
+    ) -> Response[TaskRead]:
         """Update the fields sent; the others keep their value."""
-        return await _update(tasks, task_id, data.changes())
+        return await _update(tasks, task_id, data.changes(), if_match)
 
     @patch(
         "/{task_id:str}/complete",
         summary="Complete or reopen a task",
         description='`{"completed": true|false}` sets the state (safe to retry); no body toggles it.',
-        responses=problem_responses(400, 401, 403, 404),
+        responses=problem_responses(400, 401, 403, 404, 412),
+        response_headers=[ETAG_HEADER],
         operation_class=OptionalBodyOperation,
     )
     async def complete_task(
-        self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskCompletion | None] = None
-    ) -> TaskRead:
+        self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskCompletion | None] = None, if_match: IfMatch = None
+    ) -> Response[TaskRead]:
         """Set or toggle ``completed``."""
         completed = not_(Task.completed) if data is None else data.completed
-        return await _update(tasks, task_id, {"completed": completed})
+        return await _update(tasks, task_id, {"completed": completed}, if_match)
 
     @delete(
         "/{task_id:str}",
         summary="Delete a task",
         status_code=204,
-        responses=problem_responses(400, 401, 403, 404),
+        responses=problem_responses(400, 401, 403, 404, 412),
     )
-    async def delete_task(self, tasks: Tasks, task_id: TaskId) -> None:
+    async def delete_task(self, tasks: Tasks, task_id: TaskId, if_match: IfMatch = None) -> None:
         """Delete a task."""
-        await tasks.delete(task_id, auto_commit=True)
+        await tasks.delete_one(task_id, versions=_versions(if_match, task_id))
+        await tasks.session.commit()
 
 
-def _query_invalid(field: str, message: str) -> ValidationException:
-    return ValidationException(detail=message, extra=[{"key": field, "message": message, "source": "query"}])
+def _query_invalid(field: str, message: str, source: str = "query") -> ValidationException:
+    return ValidationException(detail=message, extra=[{"key": field, "message": message, "source": source}])
+
+
+def _versions(if_match: str | None, task_id: int) -> frozenset[int] | None:
+    """The task versions ``If-Match`` accepts (``None``: no condition); a malformed header is a 400."""
+    try:
+        return if_match_versions(if_match, task_id)
+    except ValueError as exc:
+        raise _query_invalid("If-Match", str(exc), source="header") from None
 
 
 def _from_query(field: str, value: str | None, check: Callable[[str, str], T]) -> T | None:
@@ -259,7 +309,13 @@ def _with_cursor(request: Request[Any, Any, Any], cursor: str) -> str:
     return f"{path}?{urlencode([*params, ('cursor', cursor)])}"
 
 
-async def _update(tasks: Tasks, task_id: int, values: dict[str, object]) -> TaskRead:
-    task = await tasks.update_values(task_id, {**values, "updated_at": datetime.now(UTC)})
+def _task_response(task: Task, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[TaskRead]:
+    """One task as the body, its ``ETag`` as a header."""
+    return Response(TaskRead.from_model(task), status_code=status_code, headers={**(headers or {}), "ETag": etag(task)})
+
+
+async def _update(tasks: Tasks, task_id: int, values: dict[str, object], if_match: str | None) -> Response[TaskRead]:
+    versions = _versions(if_match, task_id)
+    task = await tasks.update_values(task_id, {**values, "updated_at": datetime.now(UTC)}, versions=versions)
     await tasks.session.commit()
-    return TaskRead.from_model(task)
+    return _task_response(task)

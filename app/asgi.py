@@ -46,8 +46,8 @@ def build_app(settings: Settings) -> Litestar:
         CORSConfig(
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "If-Match"],
-            expose_headers=["Location", "Link", "X-Total-Count", "ETag"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "Idempotency-Key"],
+            expose_headers=["Location", "Link", "X-Total-Count", "ETag", "Idempotent-Replayed"],
             max_age=600,
         )
         if settings.cors_origins

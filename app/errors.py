@@ -94,6 +94,8 @@ def _field_errors(extra: Any) -> list[FieldError]:
             key = str(item.get("key") or "data")
             message = str(item.get("message", "invalid value"))
             source = getattr(item.get("source"), "value", item.get("source"))  # ParamType enum → "path"
+            if source == "header" and "_" in key:  # a header is named as sent, not as its parameter
+                key = "-".join(part.capitalize() for part in key.split("_"))
             if key == "data":  # the body as a whole; msgspec names a missing field only in its message
                 missing = _MISSING_FIELD.search(message)
                 key = missing.group(1) if missing else "body"

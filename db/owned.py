@@ -26,23 +26,29 @@ from the owned model's columns only.
 
 ``tests/test_owned_repository.py`` enumerates every public method of this class and fails for any method
 it does not exercise with another owner's ids, so a method added by a future AA release cannot slip through.
+
+Tables that need no Advanced Alchemy repository (the idempotency keys) get :class:`OwnedTable` instead: a
+handful of statement builders that carry the owner, so their repositories (``db/idempotency.py``) never
+write an owner condition of their own. ``tests/test_idempotency_keys.py`` probes those the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, ClassVar, NoReturn, TypeVar, cast
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar, cast
 
 from advanced_alchemy.exceptions import NotFoundError, RepositoryError, wrap_sqlalchemy_exception
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import ColumnElement, Select, delete, func, select, update
+from sqlalchemy import ColumnElement, Delete, Select, Update, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute
 from sqlalchemy.orm.strategy_options import _AbstractLoad
 
 from db.models import Task
 
 ModelT = TypeVar("ModelT", bound=Task)
+RowT = TypeVar("RowT", bound=DeclarativeBase)
 StatementT = TypeVar("StatementT")
 
 
@@ -313,3 +319,49 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
     async def get_or_upsert(self, *filters: Any, **kwargs: Any) -> tuple[ModelT, bool]:
         """Disabled for the same reason as :meth:`upsert`."""
         self._unscoped("get_or_upsert")
+
+
+class OwnedTable(Generic[RowT]):
+    """One owner's rows of a table that needs no Advanced Alchemy repository: statement builders with the owner.
+
+    Subclasses set ``model_type`` and build every statement through ``_select``, ``_insert``, ``_update`` and
+    ``_delete``: reads, updates and deletes are confined to ``owner_id``'s rows, inserts are stamped with it,
+    and no values may name the owner column. Put the owner column first in the table's primary key, so an
+    insert's conflict (``ON CONFLICT``) can only ever be with the same owner's row.
+    """
+
+    model_type: ClassVar[type[DeclarativeBase]]
+    owner_attribute: ClassVar[str] = "user_id"
+
+    def __init__(self, *, owner_id: str, session: AsyncSession) -> None:
+        if not isinstance(owner_id, str) or not owner_id:
+            raise OwnerScopeError(detail="an owned table needs a non-empty owner id")
+        self.owner_id = owner_id
+        self.session = session
+
+    def owned(self) -> ColumnElement[bool]:
+        """The owner condition: ``<owner column> = :owner_id``."""
+        column: ColumnElement[str] = getattr(self.model_type, self.owner_attribute)
+        return column == self.owner_id
+
+    def _values(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        if self.owner_attribute in values:
+            raise OwnerScopeError(detail=f"cannot set {self.owner_attribute}")
+        return dict(values)
+
+    def _select(self, *columns: Any) -> Select[Any]:
+        statement = select(*columns) if columns else select(self.model_type)
+        if statement.get_final_froms() != [self.model_type.__table__]:
+            raise OwnerScopeError(detail="owned statements must select from the owned table alone")
+        return statement.where(self.owned())
+
+    def _insert(self, values: Mapping[str, Any]) -> postgresql.Insert | sqlite.Insert:
+        # The dialect's own INSERT, for ON CONFLICT; the conflict target always includes the owner column.
+        insert = postgresql.insert if self.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        return insert(self.model_type).values({**self._values(values), self.owner_attribute: self.owner_id})
+
+    def _update(self, values: Mapping[str, Any]) -> Update:
+        return update(self.model_type).where(self.owned()).values(self._values(values))
+
+    def _delete(self) -> Delete:
+        return delete(self.model_type).where(self.owned())

@@ -64,11 +64,11 @@ async def _pending(url: str) -> list[str]:
 
 
 def test_up_from_empty_down_to_base_and_up_again(empty_database: str) -> None:
-    assert asyncio.run(_pending(empty_database)) == ["0001", "0002", "0003"]
+    assert asyncio.run(_pending(empty_database)) == ["0001", "0002", "0003", "0004"]
 
     upgrade(empty_database)
     tables, indexes, heads, diff = _inspect(empty_database)
-    assert "tasks" in tables
+    assert {"tasks", "idempotency_keys"} <= tables
     assert indexes >= {
         "ix_tasks_user_id_created_at_id",
         "ix_tasks_user_id_completed_created_at_id",
@@ -80,7 +80,7 @@ def test_up_from_empty_down_to_base_and_up_again(empty_database: str) -> None:
 
     downgrade(empty_database, "base")
     tables, _, heads, _ = _inspect(empty_database)
-    assert "tasks" not in tables
+    assert not {"tasks", "idempotency_keys"} & tables
     assert heads == []
 
     upgrade(empty_database)

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 from urllib.parse import parse_qsl, quote, urlencode
 
+import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.middleware import BearerTokenMiddleware, require_path_owner
 from app.openapi import BEARER_SCHEME, problem_responses
 from app.tasks.etags import etag, if_match_versions
+from app.tasks.idempotency import Created, IdempotencyKeyHeader, create_once, provide_idempotency_keys
 from app.tasks.listing import InvalidCursorError, ListQuery, SortField, SortOrder, StatusFilter
 from app.tasks.schemas import (
     PriorityName,
@@ -32,6 +34,7 @@ from app.tasks.schemas import (
     check_text,
     parse_due_date,
 )
+from db.idempotency import IdempotencyKeyRepository
 from db.models import TAG_MAX_LENGTH, USER_ID_MAX_LENGTH, Task
 from db.repositories import TaskRepository
 
@@ -199,17 +202,44 @@ class TaskController(Controller):
     @post(
         "/",
         summary="Create a task",
+        description=(
+            "With `Idempotency-Key`, a retry (same key, same body, within 24 hours) gets the first response "
+            "again, with `Idempotent-Replayed: true`, and creates nothing; the same key with another body is a "
+            "422. A retry that arrives while the first is still running waits for it."
+        ),
         status_code=201,
-        responses=problem_responses(400, 401, 403),
+        responses=problem_responses(400, 401, 403, 409, 422),
         response_headers=[
             ResponseHeader(name="Location", description="The new task's URL path.", documentation_only=True),
             ETAG_HEADER,
+            ResponseHeader(
+                name="Idempotent-Replayed",
+                description="`true` when this is the stored response to an earlier request with the same key.",
+                documentation_only=True,
+            ),
         ],
+        dependencies={"idempotency_keys": Provide(provide_idempotency_keys)},
     )
-    async def create_task(self, tasks: Tasks, data: JSONBody[TaskCreate]) -> Response[TaskRead]:
+    async def create_task(
+        self,
+        request: Request[str, Any, Any],
+        tasks: Tasks,
+        idempotency_keys: NamedDependency[IdempotencyKeyRepository],
+        data: JSONBody[TaskCreate],
+        idempotency_key: IdempotencyKeyHeader = None,
+    ) -> Response[TaskRead]:
         """Create a task; ``Location`` names it."""
-        task = await tasks.add(data.to_model(), auto_commit=True, auto_refresh=False)
-        return _task_response(task, status_code=201, headers={"Location": task_location(task)})
+        if idempotency_key is None:
+            task = await tasks.add(data.to_model(), auto_commit=True, auto_refresh=False)
+            return _task_response(task, status_code=201, headers={"Location": task_location(task)})
+
+        async def create() -> Created:
+            task = await tasks.add(data.to_model(), auto_commit=False, auto_refresh=False)
+            headers = {"Location": task_location(task), "ETag": etag(task)}
+            return Created(status=201, headers=headers, body=msgspec.json.encode(TaskRead.from_model(task)))
+
+        response = await create_once(idempotency_keys, idempotency_key, await request.body(), create)
+        return cast("Response[TaskRead]", response)  # the body is a TaskRead, already encoded (so replays are exact)
 
     @get(
         "/{task_id:str}",

@@ -57,11 +57,13 @@ def build_app(settings: Settings) -> Litestar:
         CORSConfig(
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "Idempotency-Key"],
             expose_headers=[
                 "Location",
                 "Link",
                 "X-Total-Count",
+                "ETag",
+                "Idempotent-Replayed",
                 "Retry-After",
                 "RateLimit-Limit",
                 "RateLimit-Remaining",

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import click
 import uvicorn
 from dotenv import load_dotenv
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.tokens import InvalidTokenError, issue_token, user_id_from_claims
 from config.logging import uvicorn_log_config
 from config.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
 from db.engine import create_engine
+from db.idempotency import purge_every_users_expired_keys
 from db.schema import make_migration, pending_revisions, upgrade
 from db.url import translate_database_url
 
@@ -48,6 +50,17 @@ async def _ping(settings: Settings) -> None:
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS), engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+
+
+async def _purge_keys(settings: Settings) -> int:
+    engine = create_engine(settings.database_url)
+    try:
+        async with AsyncSession(engine) as session:
+            count = await purge_every_users_expired_keys(session, now=datetime.now(UTC))
+            await session.commit()
+            return count
     finally:
         await engine.dispose()
 
@@ -209,3 +222,20 @@ def check() -> None:
         )
         sys.exit(1)
     click.echo("migrations: up to date")
+
+
+@cli.command()
+def purgekeys() -> None:
+    """Delete every user's idempotency keys older than 24 hours.
+
+    Each keyed create already deletes its own user's expired keys; run this now and then (say, daily from
+    cron) to clear those of users who stopped sending requests.
+    """
+    settings = load_settings()
+    database = translate_database_url(settings.database_url).render()
+    try:
+        count = asyncio.run(_purge_keys(settings))
+    except Exception as exc:
+        click.secho(f"error: purging keys in {database} failed: {type(exc).__name__}", err=True, fg="red")
+        sys.exit(1)
+    click.echo(f"Deleted {count} expired idempotency key(s).")

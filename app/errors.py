@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.auth.tokens import SigningKeysUnavailableError
-from db.owned import OwnerScopeError
+from db.owned import OwnerScopeError, StaleVersionError
 
 logger = logging.getLogger("app.errors")
 
@@ -58,8 +58,10 @@ _SLUGS = {
     404: "not-found",
     405: "method-not-allowed",
     409: "conflict",
+    412: "precondition-failed",
     413: "payload-too-large",
     415: "unsupported-media-type",
+    422: "unprocessable-content",
     429: "too-many-requests",
     500: "internal-error",
     503: "service-unavailable",
@@ -94,6 +96,8 @@ def _field_errors(extra: Any) -> list[FieldError]:
             key = str(item.get("key") or "data")
             message = str(item.get("message", "invalid value"))
             source = getattr(item.get("source"), "value", item.get("source"))  # ParamType enum → "path"
+            if source == "header" and "_" in key:  # a header is named as sent, not as its parameter
+                key = "-".join(part.capitalize() for part in key.split("_"))
             if key == "data":  # the body as a whole; msgspec names a missing field only in its message
                 missing = _MISSING_FIELD.search(message)
                 key = missing.group(1) if missing else "body"
@@ -134,6 +138,8 @@ def handle_repository_error(_: Request[Any, Any, Any], exc: RepositoryError) -> 
         return _database_unavailable(exc)
     if isinstance(exc, IntegrityError):
         return problem(409, "The change conflicts with the current state of the data.")
+    if isinstance(exc, StaleVersionError):  # If-Match named none of the task's current ETag
+        return problem(412, "The task has changed since that ETag: read it again, then retry the change.")
     if isinstance(exc, OwnerScopeError):  # a programming error, never the client's doing
         logger.error("owner scope violation refused: %s", exc.detail)
         return problem(500, "The server could not complete the request.")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
-from advanced_alchemy.base import IdentityAuditBase, orm_registry
+from advanced_alchemy.base import AdvancedDeclarativeBase, CommonTableAttributes, IdentityAuditBase, orm_registry
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import JSON, Boolean, Index, SmallInteger, String, false, text
+from sqlalchemy import JSON, Boolean, Index, Integer, SmallInteger, String, Text, false, literal_column, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 USER_ID_MAX_LENGTH = 255
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
 TITLE_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 1000
 TAG_MAX_LENGTH = 40
@@ -37,7 +39,8 @@ metadata = orm_registry.metadata
 class Task(IdentityAuditBase):
     """One task, owned by exactly one user (``user_id``, the token's subject).
 
-    ``id``, ``created_at`` and ``updated_at`` (UTC) come from the AA base.
+    ``id``, ``created_at`` and ``updated_at`` (UTC) come from the AA base. ``version`` counts the writes to
+    the row and is what the API's ``ETag`` names (see ``app/tasks/etags.py``).
     """
 
     __tablename__ = "tasks"
@@ -63,3 +66,28 @@ class Task(IdentityAuditBase):
     # ``tags`` as the user wrote them (order kept); ``tag_keys`` lower-cased, for filters that ignore case.
     tags: Mapped[list[str]] = mapped_column(TagList, default=list)
     tag_keys: Mapped[list[str]] = mapped_column(TagList, default=list)
+    # 1 on insert; every UPDATE that SQLAlchemy emits (core statements, ORM flushes, bulk updates) adds one in
+    # its own SET clause, so the increment is atomic with the write. ``OwnedRepository.update_values`` also
+    # sets it explicitly and can make the write conditional on it (If-Match).
+    version: Mapped[int] = mapped_column(
+        Integer, default=1, server_default=text("1"), onupdate=literal_column("version") + 1
+    )
+
+
+class IdempotencyKey(CommonTableAttributes, AdvancedDeclarativeBase):
+    """One ``Idempotency-Key`` a user sent with a create, and the response it got (see ``db/idempotency.py``).
+
+    The row is inserted first and the response stored in it within the same transaction as the task, so a
+    committed key always has its response. Keys are scoped per user: the primary key is ``(user_id, key)``.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)  # for purging every user's old keys
+
+    user_id: Mapped[str] = mapped_column(String(USER_ID_MAX_LENGTH), primary_key=True)
+    key: Mapped[str] = mapped_column(String(IDEMPOTENCY_KEY_MAX_LENGTH), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))  # SHA-256 of the canonical JSON body, hex
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    response_status: Mapped[int | None] = mapped_column(SmallInteger, default=None)
+    response_headers: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    response_body: Mapped[str | None] = mapped_column(Text, default=None)

@@ -13,6 +13,9 @@ How the scope is enforced (Advanced Alchemy 1.12):
   its own primary key (a duplicate key would reveal another owner's row), is refused.
 * Writes that copy attributes from caller data (``update``, ``update_many``, ``get_and_update``) refuse
   data that names another owner or changes the primary key, so a row can never move to someone else.
+* The conditional writes (``update_values`` and ``delete_one`` with ``versions=``, the API's If-Match) put
+  the version condition in the same ``UPDATE``/``DELETE … WHERE`` as the owner and the key, so the check and
+  the write are one atomic statement; another owner's row is "not found", never "stale".
 
 Filters are code, not data: the WHERE clauses a caller adds narrow the owner's rows, and a caller that
 writes its own subquery over the raw table is reading outside the repository. Routes build their filters
@@ -23,23 +26,29 @@ from the owned model's columns only.
 
 ``tests/test_owned_repository.py`` enumerates every public method of this class and fails for any method
 it does not exercise with another owner's ids, so a method added by a future AA release cannot slip through.
+
+Tables that need no Advanced Alchemy repository (the idempotency keys) get :class:`OwnedTable` instead: a
+handful of statement builders that carry the owner, so their repositories (``db/idempotency.py``) never
+write an owner condition of their own. ``tests/test_idempotency_keys.py`` probes those the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, NoReturn, TypeVar, cast
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar, cast
 
-from advanced_alchemy.exceptions import RepositoryError, wrap_sqlalchemy_exception
+from advanced_alchemy.exceptions import NotFoundError, RepositoryError, wrap_sqlalchemy_exception
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import ColumnElement, Select, func, select, update
+from sqlalchemy import ColumnElement, Delete, Select, Update, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute
 from sqlalchemy.orm.strategy_options import _AbstractLoad
 
 from db.models import Task
 
 ModelT = TypeVar("ModelT", bound=Task)
+RowT = TypeVar("RowT", bound=DeclarativeBase)
 StatementT = TypeVar("StatementT")
 
 
@@ -47,13 +56,19 @@ class OwnerScopeError(RepositoryError):
     """An operation would reach outside the repository's owner; refused before touching the database."""
 
 
+class StaleVersionError(RepositoryError):
+    """A conditional write found the owner's row at a version other than the ones it was given."""
+
+
 class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
     """A repository bound to one owner: it can only see, change, delete and create that owner's rows.
 
-    Subclasses set ``model_type``; ``owner_attribute`` names the owner column (default ``user_id``).
+    Subclasses set ``model_type``; ``owner_attribute`` names the owner column (default ``user_id``) and
+    ``version_attribute`` the write counter (default ``version``).
     """
 
     owner_attribute: ClassVar[str] = "user_id"
+    version_attribute: ClassVar[str] = "version"
 
     def __init__(
         self,
@@ -105,6 +120,12 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
     def owned(self) -> ColumnElement[bool]:
         """The owner condition itself: ``<owner column> = :owner_id``."""
         return cast("ColumnElement[bool]", self.owner_column == self.owner_id)
+
+    @property
+    def version_column(self) -> ColumnElement[int]:
+        """The model attribute that counts writes to a row (typed as the SQL expression it is used as)."""
+        column: ColumnElement[int] = getattr(self.model_type, self.version_attribute)
+        return column
 
     async def page(
         self,
@@ -202,13 +223,17 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
                 raise OwnerScopeError(detail="cannot change a row's primary key")
         return await super().get_and_update(*filters, **kwargs)
 
-    async def update_values(self, item_id: int, values: Mapping[str, Any]) -> ModelT:
-        """Set ``values`` on one of this owner's rows in one ``UPDATE … RETURNING`` statement.
+    async def update_values(
+        self, item_id: int, values: Mapping[str, Any], *, versions: Collection[int] | None = None
+    ) -> ModelT:
+        """Set ``values`` on one of this owner's rows in one ``UPDATE … RETURNING`` statement; its version goes up by 1.
 
         Values may be SQL expressions (``{"completed": ~Task.completed}``), which makes read-modify-write
-        changes atomic. Raises ``NotFoundError`` when the row does not exist or belongs to another owner.
+        changes atomic. With ``versions``, the row is changed only if its version is one of them, checked in
+        the same statement's WHERE clause. Raises ``NotFoundError`` when the row does not exist or belongs to
+        another owner, and ``StaleVersionError`` when it exists at another version.
         """
-        protected = {self.owner_attribute, *self.pk_attr_names} & set(values)
+        protected = {self.owner_attribute, self.version_attribute, *self.pk_attr_names} & set(values)
         if protected:
             raise OwnerScopeError(detail=f"cannot change {', '.join(sorted(protected))}")
         statement = (
@@ -218,16 +243,58 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
                 execution_options={"synchronize_session": False, "populate_existing": True},
             )
             .where(self._build_pk_filter(item_id))
-            .values(**values)
+            .values(**values, **{self.version_attribute: self.version_column + 1})
             .returning(self.model_type)
         )
+        if versions is not None:
+            statement = statement.where(self.version_column.in_(list(versions)))
         with wrap_sqlalchemy_exception(
             error_messages=self.error_messages,
             dialect_name=self._dialect.name,
             wrap_exceptions=self.wrap_exceptions,
         ):
             instance = (await self.session.scalars(statement)).one_or_none()
+            stale = instance is None and versions is not None and await self._exists(item_id)
+        if stale:
+            raise StaleVersionError(detail="the row has changed since the expected version")
         return self.check_not_found(instance)
+
+    async def delete_one(self, item_id: int, *, versions: Collection[int] | None = None) -> None:
+        """Delete one of this owner's rows in one ``DELETE`` statement (no read first).
+
+        With ``versions``, only if the row's version is one of them, checked in the same statement. Raises
+        ``NotFoundError`` when the row does not exist or belongs to another owner, and ``StaleVersionError``
+        when it exists at another version.
+        """
+        statement = (
+            self._get_base_stmt(
+                statement=delete(self.model_type),
+                loader_options=None,
+                execution_options={"synchronize_session": False},
+            )
+            .where(self._build_pk_filter(item_id))
+            .returning(*(getattr(self.model_type, name) for name in self.pk_attr_names))
+        )
+        if versions is not None:
+            statement = statement.where(self.version_column.in_(list(versions)))
+        with wrap_sqlalchemy_exception(
+            error_messages=self.error_messages,
+            dialect_name=self._dialect.name,
+            wrap_exceptions=self.wrap_exceptions,
+        ):
+            deleted = (await self.session.execute(statement)).first() is not None
+            stale = not deleted and versions is not None and await self._exists(item_id)
+        if stale:
+            raise StaleVersionError(detail="the row has changed since the expected version")
+        if not deleted:
+            raise NotFoundError(detail="No item found when one was expected")
+
+    async def _exists(self, item_id: int) -> bool:
+        # Asked only after a conditional write changed nothing: is the row gone (404) or elsewhere (412)?
+        statement = self._get_base_stmt(
+            statement=select(self.version_column), loader_options=None, execution_options=None
+        ).where(self._build_pk_filter(item_id))
+        return await self.session.scalar(statement) is not None
 
     async def delete_many(self, item_ids: list[Any], **kwargs: Any) -> list[ModelT]:
         """Delete this owner's rows among ``item_ids``; other owners' ids are skipped."""
@@ -252,3 +319,49 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
     async def get_or_upsert(self, *filters: Any, **kwargs: Any) -> tuple[ModelT, bool]:
         """Disabled for the same reason as :meth:`upsert`."""
         self._unscoped("get_or_upsert")
+
+
+class OwnedTable(Generic[RowT]):
+    """One owner's rows of a table that needs no Advanced Alchemy repository: statement builders with the owner.
+
+    Subclasses set ``model_type`` and build every statement through ``_select``, ``_insert``, ``_update`` and
+    ``_delete``: reads, updates and deletes are confined to ``owner_id``'s rows, inserts are stamped with it,
+    and no values may name the owner column. Put the owner column first in the table's primary key, so an
+    insert's conflict (``ON CONFLICT``) can only ever be with the same owner's row.
+    """
+
+    model_type: ClassVar[type[DeclarativeBase]]
+    owner_attribute: ClassVar[str] = "user_id"
+
+    def __init__(self, *, owner_id: str, session: AsyncSession) -> None:
+        if not isinstance(owner_id, str) or not owner_id:
+            raise OwnerScopeError(detail="an owned table needs a non-empty owner id")
+        self.owner_id = owner_id
+        self.session = session
+
+    def owned(self) -> ColumnElement[bool]:
+        """The owner condition: ``<owner column> = :owner_id``."""
+        column: ColumnElement[str] = getattr(self.model_type, self.owner_attribute)
+        return column == self.owner_id
+
+    def _values(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        if self.owner_attribute in values:
+            raise OwnerScopeError(detail=f"cannot set {self.owner_attribute}")
+        return dict(values)
+
+    def _select(self, *columns: Any) -> Select[Any]:
+        statement = select(*columns) if columns else select(self.model_type)
+        if statement.get_final_froms() != [self.model_type.__table__]:
+            raise OwnerScopeError(detail="owned statements must select from the owned table alone")
+        return statement.where(self.owned())
+
+    def _insert(self, values: Mapping[str, Any]) -> postgresql.Insert | sqlite.Insert:
+        # The dialect's own INSERT, for ON CONFLICT; the conflict target always includes the owner column.
+        insert = postgresql.insert if self.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        return insert(self.model_type).values({**self._values(values), self.owner_attribute: self.owner_id})
+
+    def _update(self, values: Mapping[str, Any]) -> Update:
+        return update(self.model_type).where(self.owned()).values(self._values(values))
+
+    def _delete(self) -> Delete:
+        return delete(self.model_type).where(self.owned())

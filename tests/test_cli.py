@@ -92,7 +92,7 @@ def test_fresh_clone_check_migrate_check(fresh_env: dict[str, str]) -> None:
     assert before.returncode == 1
     assert "settings: ok" in before.stdout
     assert "database: ok" in before.stdout
-    assert "2 pending (0001, 0002)" in before.stderr
+    assert "4 pending (0001, 0002, 0003, 0004)" in before.stderr
 
     migrated = manage("migrate", env=fresh_env)
     assert migrated.returncode == 0, migrated.stderr
@@ -293,7 +293,7 @@ def test_serve_warns_about_pending_migrations(fresh_env: dict[str, str], server_
     server = server_factory(fresh_env)
     server.wait_until_healthy()
     output = server.stop()
-    assert "warning: 2 migration(s) not applied (0001, 0002); run `python manage.py migrate`" in output
+    assert "warning: 4 migration(s) not applied (0001, 0002, 0003, 0004); run `python manage.py migrate`" in output
 
 
 def test_serve_with_two_workers_shares_one_development_secret(

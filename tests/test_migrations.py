@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, make_url
 
 from db.engine import create_engine
@@ -64,11 +64,11 @@ async def _pending(url: str) -> list[str]:
 
 
 def test_up_from_empty_down_to_base_and_up_again(empty_database: str) -> None:
-    assert asyncio.run(_pending(empty_database)) == ["0001", "0002"]
+    assert asyncio.run(_pending(empty_database)) == ["0001", "0002", "0003", "0004"]
 
     upgrade(empty_database)
     tables, indexes, heads, diff = _inspect(empty_database)
-    assert "tasks" in tables
+    assert {"tasks", "idempotency_keys"} <= tables
     assert indexes >= {
         "ix_tasks_user_id_created_at_id",
         "ix_tasks_user_id_completed_created_at_id",
@@ -80,8 +80,35 @@ def test_up_from_empty_down_to_base_and_up_again(empty_database: str) -> None:
 
     downgrade(empty_database, "base")
     tables, _, heads, _ = _inspect(empty_database)
-    assert "tasks" not in tables
+    assert not {"tasks", "idempotency_keys"} & tables
     assert heads == []
 
     upgrade(empty_database)
     assert "tasks" in _inspect(empty_database)[0]
+
+
+def test_task_version_starts_at_1_for_existing_rows(empty_database: str) -> None:
+    """0003 adds the write counter behind the ETag; tasks created before it read as version 1."""
+    upgrade(empty_database, "0002")
+
+    async def run(sql: str) -> list[dict[str, object]]:
+        engine = create_engine(empty_database)
+        try:
+            async with engine.begin() as connection:
+                result = await connection.execute(text(sql))
+                return [dict(row._mapping) for row in result.all()] if result.returns_rows else []
+        finally:
+            await engine.dispose()
+
+    asyncio.run(
+        run(
+            "INSERT INTO tasks (user_id, title, completed, created_at, updated_at)"
+            " VALUES ('u', 'old', false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+        )
+    )
+    upgrade(empty_database, "0003")
+    [row] = asyncio.run(run("SELECT * FROM tasks"))
+    assert (row["title"], row["version"]) == ("old", 1)
+    downgrade(empty_database, "0002")
+    [row] = asyncio.run(run("SELECT * FROM tasks"))
+    assert "version" not in row

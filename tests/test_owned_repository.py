@@ -22,7 +22,7 @@ from sqlalchemy.orm import aliased
 
 from db.engine import create_engine
 from db.models import Task
-from db.owned import OwnerScopeError
+from db.owned import OwnerScopeError, StaleVersionError
 from db.repositories import TaskRepository
 
 
@@ -195,6 +195,20 @@ async def probe_update_values(w: World) -> None:
         await w.mallory.update_values(w.mallory_task, {"user_id": w.alice_id})
     with pytest.raises(OwnerScopeError):
         await w.mallory.update_values(w.mallory_task, {"id": w.alice_tasks[0]})
+    with pytest.raises(OwnerScopeError):
+        await w.mallory.update_values(w.mallory_task, {"version": 99})
+    # Conditional: alice's row is "not found" whichever version is named, never "stale" (that would reveal it).
+    for versions in ([1], [2], []):
+        with pytest.raises(NotFoundError):
+            await w.mallory.update_values(w.alice_tasks[0], {"title": "defaced"}, versions=versions)
+
+
+async def probe_delete_one(w: World) -> None:
+    with pytest.raises(NotFoundError):
+        await w.mallory.delete_one(w.alice_tasks[0])
+    for versions in ([1], [2], []):
+        with pytest.raises(NotFoundError):
+            await w.mallory.delete_one(w.alice_tasks[0], versions=versions)
 
 
 async def probe_get_and_update(w: World) -> None:
@@ -286,6 +300,35 @@ async def test_owner_reaches_own_rows(world: World) -> None:
     assert [(row[0], row[2], row[4]) for row in await rows_of(world.engine, world.alice_id)] == [
         (first, "renamed", True)
     ]
+
+
+async def test_conditional_writes_check_the_version_in_the_statement(world: World) -> None:
+    """``versions=`` makes a write happen only at those versions; every write adds one to the version."""
+    first, second = world.alice_tasks
+    updated = await world.alice.update_values(first, {"title": "v2"}, versions=[1])
+    assert updated.version == 2
+    with pytest.raises(StaleVersionError):
+        await world.alice.update_values(first, {"title": "lost"}, versions=[1])
+    assert (await world.alice.update_values(first, {"title": "v3"}, versions=[5, 2])).version == 3
+    assert (await world.alice.update_values(first, {"title": "v4"})).version == 4  # unconditional
+    with pytest.raises(StaleVersionError):
+        await world.alice.delete_one(second, versions=[7])
+    with pytest.raises(StaleVersionError):
+        await world.alice.delete_one(second, versions=[])
+    await world.alice.delete_one(second, versions=[1])
+    with pytest.raises(NotFoundError):  # gone: not found, whatever the versions
+        await world.alice.delete_one(second, versions=[1])
+    await world.session.commit()
+    assert [(row[0], row[2]) for row in await rows_of(world.engine, world.alice_id)] == [(first, "v4")]
+
+
+async def test_every_kind_of_update_adds_one_to_the_version(world: World) -> None:
+    """The column's ``onupdate`` covers Advanced Alchemy's own update paths too (ORM flush, bulk by key)."""
+    first = world.alice_tasks[0]
+    assert (await world.alice.update(Task(id=first, title="orm"))).version == 2
+    [bulk] = await world.alice.update_many([{"id": first, "title": "bulk"}])  # type: ignore[list-item]
+    assert bulk.version == 3
+    assert (await world.alice.update_values(first, {"title": "values"})).version == 4
 
 
 async def test_repository_requires_an_owner(world: World) -> None:

@@ -6,21 +6,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 from urllib.parse import parse_qsl, quote, urlencode
 
+import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi.spec import Operation, Reference
-from litestar.params import JSONBody, Parameter
+from litestar.params import HeaderParameter, JSONBody, Parameter
 from sqlalchemy import not_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.middleware import BearerTokenMiddleware, require_path_owner
 from app.openapi import BEARER_SCHEME, RATE_LIMIT_HEADERS, problem_responses
+from app.tasks.etags import etag, if_match_versions
+from app.tasks.idempotency import Created, IdempotencyKeyHeader, create_once, provide_idempotency_keys
 from app.tasks.listing import InvalidCursorError, ListQuery, SortField, SortOrder, StatusFilter
 from app.tasks.schemas import (
     PriorityName,
@@ -31,6 +34,7 @@ from app.tasks.schemas import (
     check_text,
     parse_due_date,
 )
+from db.idempotency import IdempotencyKeyRepository
 from db.models import TAG_MAX_LENGTH, USER_ID_MAX_LENGTH, Task
 from db.repositories import TaskRepository
 
@@ -52,6 +56,25 @@ class OptionalBodyOperation(Operation):
         if self.request_body is not None and not isinstance(self.request_body, Reference):
             self.request_body.required = False
 
+
+IfMatch = Annotated[
+    str | None,
+    HeaderParameter(
+        name="If-Match",
+        description=(
+            'Make the change only if the task\'s current `ETag` is one of these strong tags (`"12-3"` or '
+            '`"12-3", "12-4"`), or the task exists (`*`); otherwise 412 and nothing changes. Without it the '
+            "change is unconditional."
+        ),
+        required=False,
+    ),
+]
+ETAG_HEADER = ResponseHeader(
+    name="ETag",
+    description='The task\'s strong entity tag, `"<id>-<version>"`; it changes with every write to the task.',
+    required=True,
+    documentation_only=True,
+)
 
 Tasks = NamedDependency[TaskRepository]
 MAX_CURSOR_LENGTH = 2048  # a 200-character title of 4-byte characters makes a cursor of about 1,200
@@ -180,59 +203,116 @@ class TaskController(Controller):
     @post(
         "/",
         summary="Create a task",
+        description=(
+            "With `Idempotency-Key`, a retry (same key, same body, within 24 hours) gets the first response "
+            "again, with `Idempotent-Replayed: true`, and creates nothing; the same key with another body is a "
+            "422. A retry that arrives while the first is still running waits for it."
+        ),
         status_code=201,
-        responses=problem_responses(400, 401, 403),
+        responses=problem_responses(400, 401, 403, 409, 422),
         response_headers=[
-            ResponseHeader(name="Location", description="The new task's URL path.", documentation_only=True)
+            ResponseHeader(name="Location", description="The new task's URL path.", documentation_only=True),
+            ETAG_HEADER,
+            ResponseHeader(
+                name="Idempotent-Replayed",
+                description="`true` when this is the stored response to an earlier request with the same key.",
+                documentation_only=True,
+            ),
         ],
+        dependencies={"idempotency_keys": Provide(provide_idempotency_keys)},
     )
-    async def create_task(self, tasks: Tasks, data: JSONBody[TaskCreate]) -> Response[TaskRead]:
+    async def create_task(
+        self,
+        request: Request[str, Any, Any],
+        tasks: Tasks,
+        idempotency_keys: NamedDependency[IdempotencyKeyRepository],
+        data: JSONBody[TaskCreate],
+        idempotency_key: IdempotencyKeyHeader = None,
+    ) -> Response[TaskRead]:
         """Create a task; ``Location`` names it."""
-        task = await tasks.add(data.to_model(), auto_commit=True, auto_refresh=False)
-        return Response(TaskRead.from_model(task), status_code=201, headers={"Location": task_location(task)})
+        if idempotency_key is None:
+            task = await tasks.add(data.to_model(), auto_commit=True, auto_refresh=False)
+            return _task_response(task, status_code=201, headers={"Location": task_location(task)})
 
-    @get("/{task_id:str}", summary="Get a task", responses=problem_responses(400, 401, 403, 404))
-    async def get_task(self, tasks: Tasks, task_id: TaskId) -> TaskRead:
+        async def create() -> Created:
+            task = await tasks.add(data.to_model(), auto_commit=False, auto_refresh=False)
+            headers = {"Location": task_location(task), "ETag": etag(task)}
+            return Created(status=201, headers=headers, body=msgspec.json.encode(TaskRead.from_model(task)))
+
+        response = await create_once(idempotency_keys, idempotency_key, await request.body(), create)
+        return cast("Response[TaskRead]", response)  # the body is a TaskRead, already encoded (so replays are exact)
+
+    @get(
+        "/{task_id:str}",
+        summary="Get a task",
+        responses=problem_responses(400, 401, 403, 404),
+        response_headers=[ETAG_HEADER],
+    )
+    async def get_task(self, tasks: Tasks, task_id: TaskId) -> Response[TaskRead]:
         """One task."""
-        return TaskRead.from_model(await tasks.get(task_id))
+        return _task_response(await tasks.get(task_id))
 
-    @put("/{task_id:str}", summary="Update a task", responses=problem_responses(400, 401, 403, 404))
-    async def replace_task(self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskUpdate]) -> TaskRead:
+    @put(
+        "/{task_id:str}",
+        summary="Update a task",
+        responses=problem_responses(400, 401, 403, 404, 412),
+        response_headers=[ETAG_HEADER],
+    )
+    async def replace_task(
+        self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskUpdate], if_match: IfMatch = None
+    ) -> Response[TaskRead]:
         """Update the fields sent; the others keep their value."""
-        return await _update(tasks, task_id, data.changes())
+        return await _update(tasks, task_id, data.changes(), if_match)
 
-    @patch("/{task_id:str}", summary="Update part of a task", responses=problem_responses(400, 401, 403, 404))
-    async def update_task(self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskUpdate]) -> TaskRead:
+    @patch(
+        "/{task_id:str}",
+        summary="Update part of a task",
+        responses=problem_responses(400, 401, 403, 404, 412),
+        response_headers=[ETAG_HEADER],
+    )
+    async def update_task(
+        self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskUpdate], if_match: IfMatch = None
+    ) -> Response[TaskRead]:
         """Update the fields sent; the others keep their value."""
-        return await _update(tasks, task_id, data.changes())
+        return await _update(tasks, task_id, data.changes(), if_match)
 
     @patch(
         "/{task_id:str}/complete",
         summary="Complete or reopen a task",
         description='`{"completed": true|false}` sets the state (safe to retry); no body toggles it.',
-        responses=problem_responses(400, 401, 403, 404),
+        responses=problem_responses(400, 401, 403, 404, 412),
+        response_headers=[ETAG_HEADER],
         operation_class=OptionalBodyOperation,
     )
     async def complete_task(
-        self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskCompletion | None] = None
-    ) -> TaskRead:
+        self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskCompletion | None] = None, if_match: IfMatch = None
+    ) -> Response[TaskRead]:
         """Set or toggle ``completed``."""
         completed = not_(Task.completed) if data is None else data.completed
-        return await _update(tasks, task_id, {"completed": completed})
+        return await _update(tasks, task_id, {"completed": completed}, if_match)
 
     @delete(
         "/{task_id:str}",
         summary="Delete a task",
         status_code=204,
-        responses=problem_responses(400, 401, 403, 404),
+        responses=problem_responses(400, 401, 403, 404, 412),
     )
-    async def delete_task(self, tasks: Tasks, task_id: TaskId) -> None:
+    async def delete_task(self, tasks: Tasks, task_id: TaskId, if_match: IfMatch = None) -> None:
         """Delete a task."""
-        await tasks.delete(task_id, auto_commit=True)
+        await tasks.delete_one(task_id, versions=_versions(if_match, task_id))
+        await tasks.session.commit()
 
 
-def _query_invalid(field: str, message: str) -> ValidationException:
-    return ValidationException(detail=message, extra=[{"key": field, "message": message, "source": "query"}])
+def _query_invalid(field: str, message: str, source: str = "query") -> ValidationException:
+    return ValidationException(detail=message, extra=[{"key": field, "message": message, "source": source}])
+
+
+def _versions(if_match: str | None, task_id: int) -> frozenset[int] | None:
+    """The task versions ``If-Match`` accepts (``None``: no condition); a malformed header is a 400."""
+    try:
+        return if_match_versions(if_match, task_id)
+    except ValueError as exc:
+        raise _query_invalid("If-Match", str(exc), source="header") from None
 
 
 def _from_query(field: str, value: str | None, check: Callable[[str, str], T]) -> T | None:
@@ -260,7 +340,13 @@ def _with_cursor(request: Request[Any, Any, Any], cursor: str) -> str:
     return f"{path}?{urlencode([*params, ('cursor', cursor)])}"
 
 
-async def _update(tasks: Tasks, task_id: int, values: dict[str, object]) -> TaskRead:
-    task = await tasks.update_values(task_id, {**values, "updated_at": datetime.now(UTC)})
+def _task_response(task: Task, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[TaskRead]:
+    """One task as the body, its ``ETag`` as a header."""
+    return Response(TaskRead.from_model(task), status_code=status_code, headers={**(headers or {}), "ETag": etag(task)})
+
+
+async def _update(tasks: Tasks, task_id: int, values: dict[str, object], if_match: str | None) -> Response[TaskRead]:
+    versions = _versions(if_match, task_id)
+    task = await tasks.update_values(task_id, {**values, "updated_at": datetime.now(UTC)}, versions=versions)
     await tasks.session.commit()
-    return TaskRead.from_model(task)
+    return _task_response(task)

@@ -1,0 +1,110 @@
+"""Idempotency keys in the database: one user's keys, and the responses they got.
+
+How a create with ``Idempotency-Key`` stays exactly-once across workers and instances, with no lock that a
+crash could leave behind: everything happens in the request's one transaction.
+
+1. :meth:`IdempotencyKeyRepository.claim` deletes the user's expired keys, then
+   ``INSERT … ON CONFLICT DO NOTHING RETURNING`` the key. If the row went in, the transaction owns the key:
+   the caller creates the task, :meth:`~IdempotencyKeyRepository.save_response` stores the response in the
+   same row, and one commit makes the key, the task and the response durable together (or none of them).
+2. A duplicate that arrives while the first is in flight blocks in that INSERT: on PostgreSQL on the unique
+   index entry of the uncommitted row, on SQLite on the database's write lock (the engine's busy timeout
+   makes it wait rather than fail). When the first commits, the duplicate's INSERT does nothing and
+   ``claim`` returns the stored response to replay; when the first rolls back (or its process dies, which
+   ends its transaction), the duplicate's INSERT goes in and it proceeds as the first.
+3. On PostgreSQL the wait is bounded by ``lock_timeout`` (:attr:`IdempotencyKeyRepository.in_flight_wait`),
+   after which :class:`KeyInFlightError` says "still in progress, retry"; on SQLite by the busy timeout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import ClassVar
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import IdempotencyKey
+from db.owned import OwnedTable
+
+KEY_LIFETIME = timedelta(hours=24)
+_LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE when lock_timeout expires
+
+
+class KeyInFlightError(Exception):
+    """Another request with the same key is still in progress after the wait allowed for it."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """What an earlier request with a key sent, and the response it got (``status`` None: not finished)."""
+
+    request_hash: str
+    status: int | None
+    headers: dict[str, str]
+    body: str | None
+
+
+class IdempotencyKeyRepository(OwnedTable[IdempotencyKey]):
+    """One user's idempotency keys. Every statement goes through ``OwnedTable``'s owner-scoped builders."""
+
+    model_type = IdempotencyKey
+    in_flight_wait: ClassVar[timedelta] = timedelta(seconds=5)
+
+    async def claim(self, key: str, request_hash: str, *, now: datetime) -> StoredResponse | None:
+        """Take ``key`` for this transaction (``None``), or return the response stored for it within 24 hours.
+
+        Waits while another transaction holds the key (see the module docstring); raises
+        :class:`KeyInFlightError` when that takes longer than :attr:`in_flight_wait` (PostgreSQL).
+        """
+        try:
+            if self.session.get_bind().dialect.name == "postgresql":
+                milliseconds = int(self.in_flight_wait.total_seconds() * 1000)
+                await self.session.execute(select(func.set_config("lock_timeout", f"{milliseconds}ms", True)))
+            await self.purge_expired(now=now)
+            statement = (
+                self._insert({"key": key, "request_hash": request_hash, "created_at": now})
+                .on_conflict_do_nothing(index_elements=["user_id", "key"])
+                .returning(IdempotencyKey.key)
+            )
+            if await self.session.scalar(statement) is not None:
+                return None
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                raise KeyInFlightError(key) from None
+            raise
+        return await self.stored(key)
+
+    async def stored(self, key: str) -> StoredResponse | None:
+        """The request hash and response stored under ``key``, if the key exists."""
+        row: IdempotencyKey | None = await self.session.scalar(self._select().where(IdempotencyKey.key == key))
+        if row is None:
+            return None
+        return StoredResponse(
+            request_hash=row.request_hash,
+            status=row.response_status,
+            headers=dict(row.response_headers or {}),
+            body=row.response_body,
+        )
+
+    async def save_response(self, key: str, *, status: int, headers: dict[str, str], body: str) -> None:
+        """Store the response to the request that claimed ``key`` (in the same transaction as its work)."""
+        values = {"response_status": status, "response_headers": headers, "response_body": body}
+        await self.session.execute(self._update(values).where(IdempotencyKey.key == key))
+
+    async def purge_expired(self, *, now: datetime) -> int:
+        """Delete this user's keys older than :data:`KEY_LIFETIME`; returns how many."""
+        result = await self.session.execute(self._delete().where(IdempotencyKey.created_at < now - KEY_LIFETIME))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def purge_every_users_expired_keys(session: AsyncSession, *, now: datetime) -> int:
+    """Maintenance (``manage.py purgekeys``): delete every user's keys older than :data:`KEY_LIFETIME`.
+
+    Not owner-scoped on purpose: it reads no key, returns none, and only removes what no request may replay.
+    """
+    statement = delete(IdempotencyKey).where(IdempotencyKey.created_at < now - KEY_LIFETIME)
+    result = await session.execute(statement)
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,476 @@
+"""Idempotency-Key on create, on SQLite and PostgreSQL: over HTTP (the full ASGI stack), at the data layer,
+and ``manage.py purgekeys`` in a real process.
+
+Two server processes receiving the same keys at once are in ``test_concurrency_http.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.asgi import build_app
+from app.auth.tokens import issue_token
+from app.tasks.idempotency import request_hash
+from config.settings import Settings
+from db.engine import create_engine
+from db.idempotency import (
+    KEY_LIFETIME,
+    IdempotencyKeyRepository,
+    KeyInFlightError,
+    StoredResponse,
+    purge_every_users_expired_keys,
+)
+from db.models import IdempotencyKey, Task
+from db.owned import OwnerScopeError
+from tests.conftest import TEST_SECRET
+from tests.test_api_tasks import assert_problem
+from tests.test_cli import env, fresh_env, manage
+
+__all__ = ["env", "fresh_env"]  # fixtures from test_cli, for running manage.py
+
+Client = AsyncTestClient[Litestar]
+Auth = Callable[..., dict[str, str]]
+
+
+async def post(
+    client: Client, auth: Auth, user: str, key: str | None, body: Any = None, raw: bytes | None = None
+) -> Any:
+    headers = auth(user) if key is None else {**auth(user), "Idempotency-Key": key}
+    if raw is not None:
+        return await client.post(
+            f"/api/{user}/tasks", content=raw, headers={**headers, "Content-Type": "application/json"}
+        )
+    return await client.post(f"/api/{user}/tasks", json=body or {"title": "once"}, headers=headers)
+
+
+async def count_tasks(client: Client, auth: Auth, user: str) -> int:
+    response = await client.get(f"/api/{user}/tasks", headers=auth(user))
+    return int(response.headers["x-total-count"])
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def pg_engine(postgres_database: str) -> AsyncIterator[AsyncEngine]:
+    """PostgreSQL only: its per-key wait has a bound of its own (SQLite's is the write lock's busy timeout)."""
+    engine = create_engine(postgres_database)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def pg_settings(postgres_database: str, tmp_path: Path) -> Settings:
+    return Settings(
+        app_env="test", data_dir=tmp_path / "data", database_url=postgres_database, better_auth_secret=TEST_SECRET
+    )
+
+
+@pytest.fixture
+async def pg_client(pg_settings: Settings) -> AsyncIterator[Client]:
+    async with AsyncTestClient(app=build_app(pg_settings)) as client:
+        yield client
+
+
+async def insert_key(
+    engine: AsyncEngine, user: str, key: str, *, age: timedelta, status: int | None = 201, body_hash: str = "0" * 64
+) -> None:
+    """A stored key written straight to the table, as an earlier request (``age`` ago) would have left it."""
+    async with AsyncSession(engine) as session:
+        session.add(
+            IdempotencyKey(
+                user_id=user,
+                key=key,
+                request_hash=body_hash,
+                created_at=datetime.now(UTC) - age,
+                response_status=status,
+                response_headers={"Location": "/elsewhere"} if status else None,
+                response_body='{"old": true}' if status else None,
+            )
+        )
+        await session.commit()
+
+
+async def keys_of(engine: AsyncEngine, user: str) -> set[str]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(text("SELECT key FROM idempotency_keys WHERE user_id = :u"), {"u": user})
+        return {row[0] for row in rows}
+
+
+# -- over HTTP ----------------------------------------------------------------------------------------------
+
+
+async def test_a_retry_replays_the_first_response_and_creates_nothing(
+    client: Client, auth: Auth, new_user: Any
+) -> None:
+    user, key = new_user(), str(uuid.uuid4())
+    first = await post(client, auth, user, key, {"title": "pay rent", "tags": ["home"]})
+    assert first.status_code == 201
+    assert "idempotent-replayed" not in first.headers
+    for _ in range(2):
+        again = await post(client, auth, user, key, {"title": "pay rent", "tags": ["home"]})
+        assert again.status_code == 201
+        assert again.content == first.content  # byte for byte
+        assert again.headers["location"] == first.headers["location"]
+        assert again.headers["etag"] == first.headers["etag"]
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.headers["content-type"] == first.headers["content-type"]
+    assert await count_tasks(client, auth, user) == 1
+    fetched = await client.get(first.headers["location"], headers=auth(user))
+    assert fetched.json() == first.json()
+
+
+async def test_the_same_json_value_is_the_same_body(client: Client, auth: Auth, new_user: Any) -> None:
+    user, key = new_user(), "k-1"
+    first = await post(client, auth, user, key, raw=b'{"title": "x", "priority": "high"}')
+    again = await post(client, auth, user, key, raw=b'{"priority":"high",\n "title":"x"}')
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.content == first.content
+    assert await count_tasks(client, auth, user) == 1
+
+
+@pytest.mark.parametrize("other", [{"title": "other"}, {"title": "once", "completed": True}, {"title": "once "}])
+async def test_the_same_key_with_another_body_is_422(
+    client: Client, auth: Auth, new_user: Any, other: dict[str, Any]
+) -> None:
+    user, key = new_user(), "k-2"
+    assert (await post(client, auth, user, key, {"title": "once"})).status_code == 201
+    body = assert_problem(await post(client, auth, user, key, other), 422)
+    assert "Idempotency-Key" in body["detail"]
+    assert await count_tasks(client, auth, user) == 1
+
+
+async def test_keys_are_per_user(client: Client, auth: Auth, new_user: Any) -> None:
+    alice, bob, key = new_user(), new_user(), "shared-key"
+    alices = await post(client, auth, alice, key, {"title": "alice's"})
+    bobs = await post(client, auth, bob, key, {"title": "bob's, another body"})  # not alice's 422, not her replay
+    assert (alices.status_code, bobs.status_code) == (201, 201)
+    assert "idempotent-replayed" not in bobs.headers
+    assert bobs.json()["user_id"] == bob
+    assert (await count_tasks(client, auth, alice), await count_tasks(client, auth, bob)) == (1, 1)
+
+
+async def test_without_a_key_every_post_creates(client: Client, auth: Auth, new_user: Any) -> None:
+    user = new_user()
+    for _ in range(3):
+        assert (await post(client, auth, user, None)).status_code == 201
+    assert await count_tasks(client, auth, user) == 3
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", " ", " lead", "trail ", "x" * 256, "tab\there", "caf\u00e9", "line\x7fdel"],
+    ids=["empty", "blank", "leading-space", "trailing-space", "too-long", "control", "non-ascii", "del"],
+)
+async def test_a_malformed_key_is_400(client: Client, auth: Auth, new_user: Any, key: str) -> None:
+    user = new_user()
+    headers = [*auth(user).items(), ("Idempotency-Key", key.encode("latin-1"))]
+    response = await client.post(f"/api/{user}/tasks", json={"title": "x"}, headers=headers)  # type: ignore[arg-type]
+    body = assert_problem(response, 400)
+    assert [(e["field"], e["source"]) for e in body["errors"]] == [("Idempotency-Key", "header")]
+    assert await count_tasks(client, auth, user) == 0
+
+
+@pytest.mark.parametrize("key", ["a", "x" * 255, "a b", '"quoted"', "~!@#$%^&*()_+{}|:<>?"])
+async def test_any_printable_ascii_key_of_1_to_255_characters_works(
+    client: Client, auth: Auth, new_user: Any, key: str
+) -> None:
+    user = new_user()
+    first, again = await post(client, auth, user, key), await post(client, auth, user, key)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert await count_tasks(client, auth, user) == 1
+
+
+async def test_a_rejected_request_does_not_use_up_its_key(client: Client, auth: Auth, new_user: Any) -> None:
+    user, key = new_user(), "k-3"
+    assert_problem(await post(client, auth, user, key, {"title": "   "}), 400)
+    fixed = await post(client, auth, user, key, {"title": "fixed"})
+    assert fixed.status_code == 201
+    assert "idempotent-replayed" not in fixed.headers
+
+
+async def test_a_replay_is_the_original_response_even_after_the_task_changed(
+    client: Client, auth: Auth, new_user: Any
+) -> None:
+    user, key = new_user(), "k-4"
+    first = await post(client, auth, user, key)
+    changed = await client.patch(first.headers["location"], json={"title": "changed"}, headers=auth(user))
+    again = await post(client, auth, user, key)
+    assert again.content == first.content
+    assert again.headers["etag"] == first.headers["etag"] != changed.headers["etag"]
+
+
+async def test_an_expired_key_is_never_replayed_and_is_cleaned_up(
+    client: Client, auth: Auth, new_user: Any, engine: AsyncEngine
+) -> None:
+    user, other = new_user(), new_user()
+    expired = KEY_LIFETIME + timedelta(minutes=1)
+    await insert_key(engine, user, "reused", age=expired)  # a different body's hash: replay would be a 422
+    await insert_key(engine, user, "stale", age=expired)
+    await insert_key(engine, user, "fresh", age=KEY_LIFETIME - timedelta(minutes=1))
+    await insert_key(engine, other, "stale", age=expired)  # another user's keys are theirs to clean up
+
+    response = await post(client, auth, user, "reused")
+
+    assert response.status_code == 201
+    assert "idempotent-replayed" not in response.headers
+    assert response.json()["title"] == "once"
+    assert await keys_of(engine, user) == {"reused", "fresh"}  # "reused" is the new request's now
+    assert await keys_of(engine, other) == {"stale"}
+    assert (await post(client, auth, user, "reused")).content == response.content
+
+
+async def test_a_key_without_a_stored_response_is_409(
+    client: Client, auth: Auth, new_user: Any, engine: AsyncEngine
+) -> None:
+    """A committed key always has its response; were one ever without, the client is told to retry."""
+    user = new_user()
+    same_body = request_hash(b'{"title": "once"}')
+    await insert_key(engine, user, "unfinished", age=timedelta(0), status=None, body_hash=same_body)
+    response = await post(client, auth, user, "unfinished")
+    body = assert_problem(response, 409)
+    assert "in progress" in body["detail"]
+    assert response.headers["retry-after"] == "1"
+    assert await count_tasks(client, auth, user) == 0
+
+
+async def test_a_duplicate_held_up_too_long_is_409(
+    pg_client: Client, pg_settings: Settings, new_user: Any, pg_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: the wait for an in-flight first request is bounded by ``lock_timeout``."""
+    client, engine = pg_client, pg_engine
+
+    def auth(user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {issue_token(pg_settings, user, timedelta(minutes=5))}"}
+
+    monkeypatch.setattr(IdempotencyKeyRepository, "in_flight_wait", timedelta(milliseconds=200))
+    user = new_user()
+    async with AsyncSession(engine) as first:  # the first request, claimed but not committed
+        holder = IdempotencyKeyRepository(owner_id=user, session=first)
+        assert await holder.claim("busy", "h", now=datetime.now(UTC)) is None  # None: it took the key
+        response = await post(client, auth, user, "busy")
+        assert_problem(response, 409)
+        assert response.headers["retry-after"] == "1"
+        await first.rollback()
+    assert (await post(client, auth, user, "busy")).status_code == 201  # nothing was left behind
+
+
+async def test_openapi_documents_the_idempotency_key(client: Client) -> None:
+    schema: dict[str, Any] = (await client.get("/schema/openapi.json")).json()
+    create = schema["paths"]["/api/{user_id}/tasks"]["post"]
+    [key] = [p for p in create["parameters"] if p["name"] == "Idempotency-Key"]
+    assert (key["in"], key["required"]) == ("header", False)
+    assert (key["schema"]["minLength"], key["schema"]["maxLength"]) == (1, 255)
+    assert {"409", "422"} <= set(create["responses"])
+    assert {"Location", "ETag", "Idempotent-Replayed"} <= set(create["responses"]["201"]["headers"])
+
+
+async def test_cors_lets_a_browser_send_the_key_and_see_a_replay(client: Client, auth: Auth, new_user: Any) -> None:
+    origin = {"Origin": "https://app.example.com"}
+    preflight = await client.options(
+        "/api/u1/tasks",
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "idempotency-key",
+        },
+    )
+    assert "idempotency-key" in preflight.headers["access-control-allow-headers"].lower()
+    user = new_user()
+    response = await client.post(f"/api/{user}/tasks", json={"title": "x"}, headers={**origin, **auth(user)})
+    assert "idempotent-replayed" in response.headers["access-control-expose-headers"].lower()
+
+
+# -- the data layer: concurrency ----------------------------------------------------------------------------
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], what: str, within: float = 10) -> None:
+    """Poll ``condition`` (a database state: there is no event to await) until it holds, for ``within`` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            while not await condition():  # noqa: ASYNC110 - the state lives in the database
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        pytest.fail(f"not within {within} s: {what}")
+
+
+async def first_claims_second_waits(
+    engine: AsyncEngine, user: str, key: str
+) -> tuple[AsyncSession, asyncio.Task[StoredResponse | None], AsyncSession]:
+    """The first request has claimed ``key`` and created its task (not committed); the second is claiming it."""
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    first, second = sessions(), sessions()
+    now = datetime.now(UTC)
+    keys = IdempotencyKeyRepository(owner_id=user, session=first)
+    assert await keys.claim(key, "hash", now=now) is None
+    first.add(Task(user_id=user, title="first"))
+    await first.flush()
+    await keys.save_response(key, status=201, headers={"Location": "/first"}, body='{"first": true}')
+    waiting = asyncio.create_task(IdempotencyKeyRepository(owner_id=user, session=second).claim(key, "hash", now=now))
+    if engine.dialect.name == "postgresql":  # observe the wait itself: the second backend waits on a lock
+
+        async def blocked() -> bool:
+            async with engine.connect() as connection:
+                sql = (
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                return bool(await connection.scalar(text(sql)))
+
+        await wait_for(blocked, "the duplicate waits on the first request's key")
+    assert not waiting.done()
+    return first, waiting, second
+
+
+async def test_a_duplicate_in_flight_waits_and_then_replays(engine: AsyncEngine, new_user: Any) -> None:
+    user = new_user()
+    first, waiting, second = await first_claims_second_waits(engine, user, "in-flight")
+    try:
+        await first.commit()
+        stored = await asyncio.wait_for(waiting, timeout=20)
+        assert stored == StoredResponse(
+            request_hash="hash", status=201, headers={"Location": "/first"}, body='{"first": true}'
+        )
+    finally:
+        await first.close()
+        await second.close()
+    async with AsyncSession(engine) as session:
+        assert await session.scalar(select(func.count()).select_from(Task).where(Task.user_id == user)) == 1
+
+
+async def test_when_the_first_rolls_back_the_duplicate_proceeds_as_the_first(
+    engine: AsyncEngine, new_user: Any
+) -> None:
+    user = new_user()
+    first, waiting, second = await first_claims_second_waits(engine, user, "rolled-back")
+    try:
+        await first.rollback()  # the first request failed, or its process died
+        assert await asyncio.wait_for(waiting, timeout=20) is None  # the key is the second's now
+        await second.commit()
+    finally:
+        await first.close()
+        await second.close()
+    assert await keys_of(engine, user) == {"rolled-back"}
+    async with AsyncSession(engine) as session:
+        assert await session.scalar(select(func.count()).select_from(Task).where(Task.user_id == user)) == 0
+
+
+async def test_the_in_flight_wait_is_bounded_on_postgresql(pg_engine: AsyncEngine, new_user: Any) -> None:
+    engine, user = pg_engine, new_user()
+    async with AsyncSession(engine) as first, AsyncSession(engine) as second:
+        assert (
+            await IdempotencyKeyRepository(owner_id=user, session=first).claim("k", "h", now=datetime.now(UTC)) is None
+        )
+        impatient = IdempotencyKeyRepository(owner_id=user, session=second)
+        impatient.in_flight_wait = timedelta(milliseconds=100)  # type: ignore[misc]
+        with pytest.raises(KeyInFlightError):
+            await impatient.claim("k", "h", now=datetime.now(UTC))
+
+
+# -- the data layer: owner scope and clean-up ----------------------------------------------------------------
+
+
+async def test_every_public_method_is_owner_scoped(engine: AsyncEngine, new_user: Any) -> None:
+    """Mallory calls each public method with alice's key; alice's row is untouched and nothing of it leaks."""
+    alice, mallory = new_user(), new_user()
+    await insert_key(engine, alice, "alice-key", age=timedelta(0))
+    await insert_key(engine, alice, "alice-old", age=KEY_LIFETIME * 2)
+
+    async def alice_rows() -> list[tuple[Any, ...]]:
+        async with engine.connect() as connection:
+            sql = "SELECT key, request_hash, response_status, response_body FROM idempotency_keys WHERE user_id = :u"
+            return sorted(tuple(row) for row in await connection.execute(text(sql), {"u": alice}))
+
+    before = await alice_rows()
+    probes: dict[str, Callable[[IdempotencyKeyRepository], Awaitable[None]]] = {}
+
+    async def probe_claim(keys: IdempotencyKeyRepository) -> None:
+        assert await keys.claim("alice-key", "mallory", now=datetime.now(UTC)) is None  # her own, new key
+
+    async def probe_stored(keys: IdempotencyKeyRepository) -> None:
+        assert await keys.stored("alice-key") is None
+
+    async def probe_save_response(keys: IdempotencyKeyRepository) -> None:
+        await keys.save_response("alice-key", status=500, headers={}, body="defaced")
+
+    async def probe_purge_expired(keys: IdempotencyKeyRepository) -> None:
+        assert await keys.purge_expired(now=datetime.now(UTC)) == 0
+
+    probes.update(  # claim last: it creates mallory's own "alice-key"
+        stored=probe_stored, save_response=probe_save_response, purge_expired=probe_purge_expired, claim=probe_claim
+    )
+    public = {
+        name
+        for name in dir(IdempotencyKeyRepository)
+        if not name.startswith("_") and inspect.isroutine(getattr(IdempotencyKeyRepository, name))
+    }
+    assert public - {"owned"} == set(probes), "scope and probe every public method here"
+
+    async with AsyncSession(engine) as session:
+        keys = IdempotencyKeyRepository(owner_id=mallory, session=session)
+        for probe in probes.values():
+            await probe(keys)
+        with pytest.raises(OwnerScopeError):
+            keys._insert({"user_id": alice, "key": "planted"})
+        with pytest.raises(OwnerScopeError):
+            keys._update({"user_id": alice})
+        with pytest.raises(OwnerScopeError):
+            keys._select(Task.id)
+        await session.commit()
+    assert await alice_rows() == before
+    assert await keys_of(engine, mallory) == {"alice-key"}
+    with pytest.raises(OwnerScopeError):
+        IdempotencyKeyRepository(owner_id="", session=AsyncSession(engine))
+
+
+async def test_purging_every_users_expired_keys(engine: AsyncEngine, new_user: Any) -> None:
+    alice, bob = new_user(), new_user()
+    for user in (alice, bob):
+        await insert_key(engine, user, "old", age=KEY_LIFETIME + timedelta(seconds=1))
+        await insert_key(engine, user, "new", age=KEY_LIFETIME - timedelta(minutes=1))
+    async with AsyncSession(engine) as session:
+        assert await purge_every_users_expired_keys(session, now=datetime.now(UTC)) >= 2
+        await session.commit()
+    assert await keys_of(engine, alice) == await keys_of(engine, bob) == {"new"}
+
+
+def test_purgekeys_deletes_every_users_expired_keys(env: dict[str, str], database_url: str) -> None:
+    alice, bob = f"alice-{uuid.uuid4().hex}", f"bob-{uuid.uuid4().hex}"
+
+    async def setup_and_read(users: tuple[str, ...], insert: bool) -> set[tuple[str, str]]:
+        engine = create_engine(database_url)
+        try:
+            for user in users if insert else ():
+                await insert_key(engine, user, "old", age=KEY_LIFETIME + timedelta(minutes=1))
+                await insert_key(engine, user, "new", age=KEY_LIFETIME - timedelta(minutes=1))
+            async with engine.connect() as connection:
+                rows = await connection.execute(
+                    text("SELECT user_id, key FROM idempotency_keys WHERE user_id IN (:a, :b)"), {"a": alice, "b": bob}
+                )
+                return {(row[0], row[1]) for row in rows}
+        finally:
+            await engine.dispose()
+
+    assert len(asyncio.run(setup_and_read((alice, bob), insert=True))) == 4
+    result = manage("purgekeys", env=env)
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"Deleted [1-9][0-9]* expired idempotency key\(s\)\.\n", result.stdout)
+    assert asyncio.run(setup_and_read((), insert=False)) == {(alice, "new"), (bob, "new")}

@@ -37,7 +37,7 @@ def _version() -> str:
 def build_app(settings: Settings) -> Litestar:
     """Assemble the application for ``settings``."""
     database = SQLAlchemyAsyncConfig(
-        engine_instance=create_engine(settings.database_url),
+        engine_instance=create_engine(settings.database_url, pooler=settings.database_pooler),
         session_config=AsyncSessionConfig(expire_on_commit=False),
         # Routes commit explicitly before answering, so a failed commit is an error response, never a 2xx.
         set_default_exception_handler=False,

@@ -34,8 +34,8 @@ def load_settings() -> Settings:
         sys.exit(1)
 
 
-async def _pending(settings: Settings) -> list[str]:
-    engine = create_engine(settings.database_url)
+async def _pending(settings: Settings, database_url: str | None = None) -> list[str]:
+    engine = create_engine(database_url or settings.database_url, pooler=settings.database_pooler)
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
             return await pending_revisions(engine)
@@ -44,7 +44,7 @@ async def _pending(settings: Settings) -> list[str]:
 
 
 async def _ping(settings: Settings) -> None:
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, pooler=settings.database_pooler)
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS), engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
@@ -71,11 +71,11 @@ def cli() -> None:
 @cli.command()
 @click.option("--revision", default="head", show_default=True, help="Revision to migrate to.")
 def migrate(revision: str) -> None:
-    """Apply migrations to DATABASE_URL."""
+    """Apply migrations to MIGRATIONS_DATABASE_URL, or DATABASE_URL when that is not set."""
     settings = load_settings()
-    database = translate_database_url(settings.database_url).render()
+    database = translate_database_url(settings.migrations_url).render()
     try:
-        upgrade(settings.database_url, revision)
+        upgrade(settings.migrations_url, revision, pooler=settings.database_pooler)
     except Exception as exc:  # alembic and the driver raise many types; report, never dump a trace
         click.secho(f"error: migrating {database} failed: {type(exc).__name__}: {exc}", err=True, fg="red")
         sys.exit(1)
@@ -87,14 +87,15 @@ def migrate(revision: str) -> None:
 def makemigrations(message: str) -> None:
     """Create a migration from model changes.
 
-    Compares the models with an up-to-date DATABASE_URL, like alembic autogenerate.
+    Compares the models with an up-to-date database (MIGRATIONS_DATABASE_URL or DATABASE_URL), like alembic
+    autogenerate.
     """
     settings = load_settings()
-    pending = asyncio.run(_pending(settings))
+    pending = asyncio.run(_pending(settings, settings.migrations_url))
     if pending:
         click.secho(f"error: apply pending migrations first ({', '.join(pending)}): manage.py migrate", err=True)
         sys.exit(1)
-    path = make_migration(settings.database_url, message)
+    path = make_migration(settings.migrations_url, message, pooler=settings.database_pooler)
     click.echo(f"Created {path}" if path else "No changes detected.")
 
 

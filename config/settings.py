@@ -17,12 +17,14 @@ from typing import Literal
 
 from dotenv import dotenv_values
 
-from db.url import DatabaseURLError, translate_database_url
+from db.url import POOLER_MODES, DatabaseURLError, PoolerMode, translate_database_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_SECRET_BYTES = 32
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 _BODY_LIMITS = (1024, 10 * 1024 * 1024)
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 20
+_SHUTDOWN_GRACE_LIMITS = (1, 600)
 DEV_SECRET_FILE = "dev-secret"  # noqa: S105 - a file name, not a secret
 
 Environment = Literal["development", "production", "test"]
@@ -52,6 +54,14 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    database_pooler: PoolerMode = "auto"
+    migrations_database_url: str = ""
+    shutdown_grace_seconds: int = DEFAULT_SHUTDOWN_GRACE_SECONDS
+
+    @property
+    def migrations_url(self) -> str:
+        """Where migrations run: ``MIGRATIONS_DATABASE_URL`` when set (Neon's direct host), else ``DATABASE_URL``."""
+        return self.migrations_database_url or self.database_url
 
     @property
     def is_production(self) -> bool:
@@ -86,10 +96,15 @@ class Settings:
             data_dir = PROJECT_ROOT / data_dir
 
         database_url = get("DATABASE_URL") or f"sqlite:///{data_dir / 'todo.db'}"
+        dialect: str | None = None
         try:
-            translate_database_url(database_url)
+            dialect = translate_database_url(database_url).dialect
         except DatabaseURLError as exc:
             problems.append(str(exc))
+
+        migrations_database_url = get("MIGRATIONS_DATABASE_URL")
+        _check_migrations_url(migrations_database_url, dialect, problems)
+        database_pooler = _pooler_mode(get("DATABASE_POOLER"), problems)
 
         secret = environ.get("BETTER_AUTH_SECRET", "")
         if app_env == "production":
@@ -116,6 +131,15 @@ class Settings:
             "MAX_BODY_BYTES", get("MAX_BODY_BYTES"), DEFAULT_MAX_BODY_BYTES, _BODY_LIMITS, problems
         )
 
+        shutdown_grace = _whole_number(
+            "SHUTDOWN_GRACE_SECONDS",
+            get("SHUTDOWN_GRACE_SECONDS"),
+            DEFAULT_SHUTDOWN_GRACE_SECONDS,
+            _SHUTDOWN_GRACE_LIMITS,
+            problems,
+            unit=" of seconds",
+        )
+
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -130,6 +154,9 @@ class Settings:
             cors_origins=tuple(cors_origins),
             log_level=log_level,
             max_body_bytes=max_body_bytes,
+            database_pooler=database_pooler,
+            migrations_database_url=migrations_database_url,
+            shutdown_grace_seconds=shutdown_grace,
         )
 
     def signing_secret(self) -> str:
@@ -168,6 +195,29 @@ def _whole_number(
         return int(raw)
     problems.append(f"{name} must be a whole number{unit} from {low} to {high} (got {raw!r})")
     return default
+
+
+def _check_migrations_url(raw: str, dialect: str | None, problems: list[str]) -> None:
+    """``MIGRATIONS_DATABASE_URL`` (optional) must be valid and the same kind of database as ``DATABASE_URL``."""
+    if not raw:
+        return
+    try:
+        migrations = translate_database_url(raw, "MIGRATIONS_DATABASE_URL")
+    except DatabaseURLError as exc:
+        problems.append(str(exc))
+        return
+    if dialect is not None and migrations.dialect != dialect:
+        problems.append("MIGRATIONS_DATABASE_URL must be the same kind of database as DATABASE_URL")
+
+
+def _pooler_mode(raw: str, problems: list[str]) -> PoolerMode:
+    """``DATABASE_POOLER``: ``auto`` (default), ``pgbouncer`` or ``none``."""
+    value = (raw or "auto").lower()
+    for mode in POOLER_MODES:
+        if value == mode:
+            return mode
+    problems.append(f"DATABASE_POOLER must be one of {', '.join(POOLER_MODES)} (got {value!r})")
+    return "auto"
 
 
 @lru_cache(maxsize=1)

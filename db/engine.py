@@ -10,7 +10,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from db.url import AsyncDatabaseURL, translate_database_url
+from db.url import AsyncDatabaseURL, PoolerMode, pooler_connect_args, translate_database_url
 
 
 def engine_options(database: AsyncDatabaseURL) -> dict[str, Any]:
@@ -25,13 +25,18 @@ def engine_options(database: AsyncDatabaseURL) -> dict[str, Any]:
     return options
 
 
-def create_engine(database_url: str) -> AsyncEngine:
-    """Create the async engine for a ``DATABASE_URL`` exactly as a user wrote it."""
+def create_engine(database_url: str, *, pooler: PoolerMode = "auto") -> AsyncEngine:
+    """Create the async engine for a ``DATABASE_URL`` exactly as a user wrote it.
+
+    ``pooler`` is ``DATABASE_POOLER``: whether a transaction-mode PgBouncer sits in front of the database.
+    """
     database = translate_database_url(database_url)
     sqlite_file = database.url.database if database.dialect == "sqlite" else None
     if sqlite_file and sqlite_file != ":memory:":
         Path(sqlite_file).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(database.url, **engine_options(database))
+    options = engine_options(database)
+    options["connect_args"].update(pooler_connect_args(database, pooler))
+    engine = create_async_engine(database.url, **options)
     if database.dialect == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine

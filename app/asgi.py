@@ -21,6 +21,7 @@ from app.headers import add_security_headers
 from app.health import HealthController
 from app.openapi import docs_page, openapi_config
 from app.requests import ApiRequest
+from app.serving import answer_requests_cut_off_by_shutdown
 from app.tasks.controller import TaskController
 from app.tasks.listing import cursor_key
 from config.settings import Settings, SettingsError, get_settings
@@ -57,6 +58,7 @@ def build_app(settings: Settings) -> Litestar:
         route_handlers=[TaskController, HealthController, docs_page],
         plugins=[SQLAlchemyPlugin(config=database)],
         request_class=ApiRequest,
+        middleware=[answer_requests_cut_off_by_shutdown],
         request_max_body_size=settings.max_body_bytes,
         before_send=[add_security_headers],
         exception_handlers=exception_handlers,

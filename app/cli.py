@@ -8,10 +8,10 @@ import sys
 from datetime import timedelta
 
 import click
-import uvicorn
 from dotenv import load_dotenv
 from sqlalchemy import text
 
+from app import serving
 from app.auth.tokens import InvalidTokenError, issue_token, user_id_from_claims
 from config.logging import uvicorn_log_config
 from config.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
@@ -114,7 +114,8 @@ def makemigrations(message: str) -> None:
 def serve(host: str, port: int, workers: int, reload: bool) -> None:
     """Serve the API with uvicorn.
 
-    Warns when migrations are pending. Docs at /docs, schema at /schema/openapi.json.
+    Warns when migrations are pending. Docs at /docs, schema at /schema/openapi.json. SIGTERM stops it
+    gracefully within SHUTDOWN_GRACE_SECONDS.
     """
     settings = load_settings()
     if reload and workers > 1:
@@ -133,16 +134,13 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
             )
     settings.signing_secret()  # create the development secret once, before workers start
     click.echo(f"Serving on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
-    uvicorn.run(
-        "app.asgi:create_app",
-        factory=True,
+    serving.run(
         host=host,
         port=port,
-        workers=None if reload else workers,
+        workers=workers,
         reload=reload,
         log_config=uvicorn_log_config(settings.log_level),
-        server_header=False,
-        timeout_graceful_shutdown=30,
+        grace_seconds=settings.shutdown_grace_seconds,
     )
 
 

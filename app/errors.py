@@ -19,6 +19,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import IntegrityError as SQLAlchemyIntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from db.owned import OwnerScopeError
@@ -126,13 +127,15 @@ def handle_repository_error(_: Request[Any, Any, Any], exc: RepositoryError) -> 
     if isinstance(exc, NotFoundError):
         # The same answer whether the task never existed or belongs to someone else.
         return problem(404, "Task not found.")
-    if isinstance(exc, IntegrityError):
-        return problem(409, "The change conflicts with the current state of the data.")
+    if _is_database_unavailable(exc):
+        return _database_unavailable(exc)
+    # Advanced Alchemy wraps every driver error as its IntegrityError (a connection lost during COMMIT
+    # too); only a constraint the database enforced is the client's conflict.
+    if isinstance(exc, IntegrityError) and isinstance(exc.__cause__, SQLAlchemyIntegrityError):
+        return _conflict()
     if isinstance(exc, OwnerScopeError):  # a programming error, never the client's doing
         logger.error("owner scope violation refused: %s", exc.detail)
         return problem(500, "The server could not complete the request.")
-    if _is_database_unavailable(exc):
-        return _database_unavailable(exc)
     logger.error("repository error", exc_info=exc)
     return problem(500, "The server could not complete the request.")
 
@@ -141,6 +144,8 @@ def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Pro
     """Anything else: a database outage is a 503; the rest a bare 500 with details in the log only."""
     if _is_database_unavailable(exc):
         return _database_unavailable(exc)
+    if isinstance(exc, SQLAlchemyIntegrityError):  # a commit outside the repository, refused by a constraint
+        return _conflict()
     logger.error("unhandled error", exc_info=exc)
     return problem(500, "The server could not complete the request.")
 
@@ -159,6 +164,10 @@ def _is_database_unavailable(exc: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def _conflict() -> Response[ProblemDetail]:
+    return problem(409, "The change conflicts with the current state of the data.")
 
 
 def _database_unavailable(exc: BaseException) -> Response[ProblemDetail]:

@@ -12,7 +12,7 @@ Use them through a fixture that stops and deletes them, e.g.::
         with throwaway_cluster(hba=["host all all 127.0.0.1/32 trust"]) as running:
             yield running
 
-Set ``PG_BIN`` to the folder of ``initdb``/``pg_ctl`` if it is not PostgreSQL 15's Debian location.
+``PG_BIN`` is the folder of ``initdb``/``pg_ctl`` (default: the newest in ``/usr/lib/postgresql/*/bin``).
 Without the binaries the tests skip locally and fail in CI (``CI=true``), like the other PostgreSQL tests.
 """
 
@@ -37,7 +37,19 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import IN_CI
 
-PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _pg_bin() -> Path:
+    """``PG_BIN``, else the newest Debian-style ``/usr/lib/postgresql/<version>/bin`` that has ``initdb``."""
+    if os.environ.get("PG_BIN"):
+        return Path(os.environ["PG_BIN"])
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: [int(x) for x in p.parent.parent.name.split(".") if x.isdigit()],
+    )
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 START_TIMEOUT_SECONDS = 30

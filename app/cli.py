@@ -71,7 +71,10 @@ def cli() -> None:
 @cli.command()
 @click.option("--revision", default="head", show_default=True, help="Revision to migrate to.")
 def migrate(revision: str) -> None:
-    """Apply migrations to MIGRATIONS_DATABASE_URL, or DATABASE_URL when that is not set."""
+    """Apply migrations to the database.
+
+    Connects to MIGRATIONS_DATABASE_URL when it is set (Neon's direct host), else DATABASE_URL.
+    """
     settings = load_settings()
     database = translate_database_url(settings.migrations_url).render()
     try:

@@ -27,6 +27,7 @@ from app.ratelimit.middleware import (
     enforce_rate_limit,
 )
 from app.requests import ApiRequest
+from app.serving import answer_requests_cut_off_by_shutdown
 from app.tasks.controller import TaskController
 from app.tasks.listing import cursor_key
 from config.settings import Settings, SettingsError, get_settings
@@ -48,7 +49,7 @@ async def close_token_verifier(app: Litestar) -> None:
 def build_app(settings: Settings) -> Litestar:
     """Assemble the application for ``settings``."""
     database = SQLAlchemyAsyncConfig(
-        engine_instance=create_engine(settings.database_url, settings.db_options),
+        engine_instance=create_engine(settings.database_url, settings.db_options, pooler=settings.database_pooler),
         session_config=AsyncSessionConfig(expire_on_commit=False),
         # Routes commit explicitly before answering, so a failed commit is an error response, never a 2xx.
         set_default_exception_handler=False,
@@ -80,7 +81,7 @@ def build_app(settings: Settings) -> Litestar:
         route_handlers=[TaskController, HealthController, docs_page],
         # Rate limits: the middleware wraps authentication (it counts 401s per address); the guard runs after
         # it (it counts the token's user). See app/ratelimit/middleware.py.
-        middleware=[RateLimitMiddleware] if rate_limits else [],
+        middleware=[answer_requests_cut_off_by_shutdown, *([RateLimitMiddleware] if rate_limits else [])],
         guards=[enforce_rate_limit] if rate_limits else [],
         plugins=[SQLAlchemyPlugin(config=database)],
         request_class=ApiRequest,

@@ -8,11 +8,11 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import click
-import uvicorn
 from dotenv import load_dotenv
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import serving
 from app.auth.tokens import InvalidTokenError, issue_token, user_id_from_claims
 from config.logging import uvicorn_log_config
 from config.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
@@ -36,8 +36,8 @@ def load_settings() -> Settings:
         sys.exit(1)
 
 
-async def _pending(settings: Settings) -> list[str]:
-    engine = create_engine(settings.database_url, settings.db_options)
+async def _pending(settings: Settings, database_url: str | None = None) -> list[str]:
+    engine = create_engine(database_url or settings.database_url, settings.db_options, pooler=settings.database_pooler)
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
             return await pending_revisions(engine)
@@ -46,7 +46,7 @@ async def _pending(settings: Settings) -> list[str]:
 
 
 async def _ping(settings: Settings) -> None:
-    engine = create_engine(settings.database_url, settings.db_options)
+    engine = create_engine(settings.database_url, settings.db_options, pooler=settings.database_pooler)
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS), engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
@@ -55,7 +55,7 @@ async def _ping(settings: Settings) -> None:
 
 
 async def _purge_keys(settings: Settings) -> int:
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, pooler=settings.database_pooler)
     try:
         async with AsyncSession(engine) as session:
             count = await purge_every_users_expired_keys(session, now=datetime.now(UTC))
@@ -84,11 +84,14 @@ def cli() -> None:
 @cli.command()
 @click.option("--revision", default="head", show_default=True, help="Revision to migrate to.")
 def migrate(revision: str) -> None:
-    """Apply migrations to DATABASE_URL."""
+    """Apply migrations to the database.
+
+    Connects to MIGRATIONS_DATABASE_URL when it is set (Neon's direct host), else DATABASE_URL.
+    """
     settings = load_settings()
-    database = translate_database_url(settings.database_url).render()
+    database = translate_database_url(settings.migrations_url).render()
     try:
-        upgrade(settings.database_url, revision)
+        upgrade(settings.migrations_url, revision, pooler=settings.database_pooler)
     except Exception as exc:  # alembic and the driver raise many types; report, never dump a trace
         click.secho(f"error: migrating {database} failed: {type(exc).__name__}: {exc}", err=True, fg="red")
         sys.exit(1)
@@ -100,14 +103,15 @@ def migrate(revision: str) -> None:
 def makemigrations(message: str) -> None:
     """Create a migration from model changes.
 
-    Compares the models with an up-to-date DATABASE_URL, like alembic autogenerate.
+    Compares the models with an up-to-date database (MIGRATIONS_DATABASE_URL or DATABASE_URL), like alembic
+    autogenerate.
     """
     settings = load_settings()
-    pending = asyncio.run(_pending(settings))
+    pending = asyncio.run(_pending(settings, settings.migrations_url))
     if pending:
         click.secho(f"error: apply pending migrations first ({', '.join(pending)}): manage.py migrate", err=True)
         sys.exit(1)
-    path = make_migration(settings.database_url, message)
+    path = make_migration(settings.migrations_url, message, pooler=settings.database_pooler)
     click.echo(f"Created {path}" if path else "No changes detected.")
 
 
@@ -126,7 +130,8 @@ def makemigrations(message: str) -> None:
 def serve(host: str, port: int, workers: int, reload: bool) -> None:
     """Serve the API with uvicorn.
 
-    Warns when migrations are pending. Docs at /docs, schema at /schema/openapi.json.
+    Warns when migrations are pending. Docs at /docs, schema at /schema/openapi.json. SIGTERM stops it
+    gracefully within SHUTDOWN_GRACE_SECONDS.
     """
     settings = load_settings()
     if reload and workers > 1:
@@ -145,16 +150,13 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
             )
     settings.signing_secret()  # create the development secret once, before workers start
     click.echo(f"Serving on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
-    uvicorn.run(
-        "app.asgi:create_app",
-        factory=True,
+    serving.run(
         host=host,
         port=port,
-        workers=None if reload else workers,
+        workers=workers,
         reload=reload,
         log_config=uvicorn_log_config(settings.log_level),
-        server_header=False,
-        timeout_graceful_shutdown=30,
+        grace_seconds=settings.shutdown_grace_seconds,
     )
 
 

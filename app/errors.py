@@ -20,6 +20,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import IntegrityError as SQLAlchemyIntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.auth.tokens import SigningKeysUnavailableError
@@ -133,11 +134,12 @@ def handle_repository_error(_: Request[Any, Any, Any], exc: RepositoryError) -> 
         # The same answer whether the task never existed or belongs to someone else.
         return problem(404, "Task not found.")
     # Before IntegrityError: Advanced Alchemy reports every driver error raised by a statement (a lost
-    # connection, a statement timeout) as an IntegrityError; what caused it tells the outage apart.
+    # connection, a statement timeout, a connection lost during COMMIT) as its IntegrityError; what caused
+    # it tells the outage apart, and only a constraint the database enforced is the client's conflict.
     if _is_database_unavailable(exc):
         return _database_unavailable(exc)
-    if isinstance(exc, IntegrityError):
-        return problem(409, "The change conflicts with the current state of the data.")
+    if isinstance(exc, IntegrityError) and isinstance(exc.__cause__, SQLAlchemyIntegrityError):
+        return _conflict()
     if isinstance(exc, StaleVersionError):  # If-Match named none of the task's current ETag
         return problem(412, "The task has changed since that ETag: read it again, then retry the change.")
     if isinstance(exc, OwnerScopeError):  # a programming error, never the client's doing
@@ -151,6 +153,8 @@ def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Pro
     """Anything else: a database outage is a 503; the rest a bare 500 with details in the log only."""
     if _is_database_unavailable(exc):
         return _database_unavailable(exc)
+    if isinstance(exc, SQLAlchemyIntegrityError):  # a commit outside the repository, refused by a constraint
+        return _conflict()
     logger.error("unhandled error", exc_info=exc)
     return problem(500, "The server could not complete the request.")
 
@@ -202,6 +206,10 @@ def _sqlstate(exc: BaseException) -> str | None:
     """PostgreSQL's error code, from asyncpg's exceptions and SQLAlchemy's adapted ones."""
     sqlstate = getattr(exc, "sqlstate", None)
     return sqlstate if isinstance(sqlstate, str) else None
+
+
+def _conflict() -> Response[ProblemDetail]:
+    return problem(409, "The change conflicts with the current state of the data.")
 
 
 def _database_unavailable(exc: BaseException) -> Response[ProblemDetail]:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from db.engine import EngineOptions
-from db.url import DatabaseURLError, translate_database_url
+from db.url import POOLER_MODES, DatabaseURLError, PoolerMode, translate_database_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_SECRET_BYTES = 32
@@ -29,6 +29,8 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024
 _BODY_LIMITS = (1024, 10 * 1024 * 1024)
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 20
+_SHUTDOWN_GRACE_LIMITS = (1, 600)
 DEV_SECRET_FILE = "dev-secret"  # noqa: S105 - a file name, not a secret
 PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 MAX_RATE = 1_000_000  # requests per period; keeps the limiter's emission interval at least 1 µs
@@ -80,6 +82,14 @@ class Settings:
     redis_url: str | None = field(default=None, repr=False)  # None: rate limits counted in memory, per process
     redis_key_prefix: str = DEFAULT_REDIS_KEY_PREFIX
     db_options: EngineOptions = field(default_factory=EngineOptions)
+    database_pooler: PoolerMode = "auto"
+    migrations_database_url: str = ""
+    shutdown_grace_seconds: int = DEFAULT_SHUTDOWN_GRACE_SECONDS
+
+    @property
+    def migrations_url(self) -> str:
+        """Where migrations run: ``MIGRATIONS_DATABASE_URL`` when set (Neon's direct host), else ``DATABASE_URL``."""
+        return self.migrations_database_url or self.database_url
 
     @property
     def is_production(self) -> bool:
@@ -114,10 +124,15 @@ class Settings:
             data_dir = PROJECT_ROOT / data_dir
 
         database_url = get("DATABASE_URL") or f"sqlite:///{data_dir / 'todo.db'}"
+        dialect: str | None = None
         try:
-            translate_database_url(database_url)
+            dialect = translate_database_url(database_url).dialect
         except DatabaseURLError as exc:
             problems.append(str(exc))
+
+        migrations_database_url = get("MIGRATIONS_DATABASE_URL")
+        _check_migrations_url(migrations_database_url, dialect, problems)
+        database_pooler = _pooler_mode(get("DATABASE_POOLER"), problems)
 
         secret = environ.get("BETTER_AUTH_SECRET", "")
         if app_env == "production":
@@ -132,20 +147,9 @@ class Settings:
 
         jwks_url = get("JWT_JWKS_URL") or None
         if jwks_url:
-            problems.extend(_jwks_url_problems(jwks_url, production=app_env == "production"))
-            if app_env == "production":
-                # Without them any token this Better Auth instance signs, for any audience, would be accepted.
-                problems.extend(
-                    f"{name} is required with JWT_JWKS_URL when APP_ENV=production (Better Auth uses its base URL)"
-                    for name in ("JWT_ISSUER", "JWT_AUDIENCE")
-                    if not get(name)
-                )
+            problems.extend(_jwks_problems(jwks_url, get, production=app_env == "production"))
 
-        cors_origins: list[str] = []
-        for origin in filter(None, (o.strip() for o in get("CORS_ORIGINS").split(","))):
-            if origin != "*" and not origin.startswith(("http://", "https://")):
-                problems.append(f"CORS_ORIGINS entries must be '*' or start with http:// or https:// ({origin!r})")
-            cors_origins.append(origin.rstrip("/"))
+        cors_origins = _cors_origins(get("CORS_ORIGINS"), problems)
 
         log_level = (get("LOG_LEVEL") or "INFO").upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -161,6 +165,14 @@ class Settings:
         if redis_url is not None and (problem := _redis_url_problem(redis_url)):
             problems.append(problem)
         db_options = _engine_options(get, problems)
+        shutdown_grace = _whole_number(
+            "SHUTDOWN_GRACE_SECONDS",
+            get("SHUTDOWN_GRACE_SECONDS"),
+            DEFAULT_SHUTDOWN_GRACE_SECONDS,
+            _SHUTDOWN_GRACE_LIMITS,
+            problems,
+            unit=" of seconds",
+        )
 
         if problems:
             raise SettingsError(problems)
@@ -182,6 +194,9 @@ class Settings:
             redis_url=redis_url,
             redis_key_prefix=get("REDIS_KEY_PREFIX") or DEFAULT_REDIS_KEY_PREFIX,
             db_options=db_options,
+            database_pooler=database_pooler,
+            migrations_database_url=migrations_database_url,
+            shutdown_grace_seconds=shutdown_grace,
         )
 
     def signing_secret(self) -> str:
@@ -207,6 +222,29 @@ class Settings:
             finally:
                 os.unlink(tmp)
         return path.read_text().strip()
+
+
+def _cors_origins(raw: str, problems: list[str]) -> list[str]:
+    """``CORS_ORIGINS``: comma-separated origins (``*`` or http(s) URLs), trailing slashes dropped."""
+    origins: list[str] = []
+    for origin in filter(None, (o.strip() for o in raw.split(","))):
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            problems.append(f"CORS_ORIGINS entries must be '*' or start with http:// or https:// ({origin!r})")
+        origins.append(origin.rstrip("/"))
+    return origins
+
+
+def _jwks_problems(url: str, get: Callable[[str], str], *, production: bool) -> list[str]:
+    """What is wrong with JWKS mode's settings: its URL, and in production a missing issuer or audience."""
+    problems = _jwks_url_problems(url, production=production)
+    if production:
+        # Without them any token this Better Auth instance signs, for any audience, would be accepted.
+        problems.extend(
+            f"{name} is required with JWT_JWKS_URL when APP_ENV=production (Better Auth uses its base URL)"
+            for name in ("JWT_ISSUER", "JWT_AUDIENCE")
+            if not get(name)
+        )
+    return problems
 
 
 def _jwks_url_problems(url: str, *, production: bool) -> list[str]:
@@ -308,6 +346,29 @@ def _engine_options(get: Callable[[str], str], problems: list[str]) -> EngineOpt
             zero_is_off=True,
         ),
     )
+
+
+def _check_migrations_url(raw: str, dialect: str | None, problems: list[str]) -> None:
+    """``MIGRATIONS_DATABASE_URL`` (optional) must be valid and the same kind of database as ``DATABASE_URL``."""
+    if not raw:
+        return
+    try:
+        migrations = translate_database_url(raw, "MIGRATIONS_DATABASE_URL")
+    except DatabaseURLError as exc:
+        problems.append(str(exc))
+        return
+    if dialect is not None and migrations.dialect != dialect:
+        problems.append("MIGRATIONS_DATABASE_URL must be the same kind of database as DATABASE_URL")
+
+
+def _pooler_mode(raw: str, problems: list[str]) -> PoolerMode:
+    """``DATABASE_POOLER``: ``auto`` (default), ``pgbouncer`` or ``none``."""
+    value = (raw or "auto").lower()
+    for mode in POOLER_MODES:
+        if value == mode:
+            return mode
+    problems.append(f"DATABASE_POOLER must be one of {', '.join(POOLER_MODES)} (got {value!r})")
+    return "auto"
 
 
 @lru_cache(maxsize=1)

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from db.connections import RetryingConnect, guard_checkouts
-from db.url import AsyncDatabaseURL, translate_database_url
+from db.url import AsyncDatabaseURL, PoolerMode, pooler_connect_args, translate_database_url
 
 # ``options=-c statement_timeout=…`` in DATABASE_URL (also ``--statement-timeout=…``) names its own value.
 _URL_STATEMENT_TIMEOUT = re.compile(r"statement[_-]timeout", re.IGNORECASE)
@@ -71,16 +71,21 @@ def engine_options(database: AsyncDatabaseURL, options: EngineOptions = TOOL_OPT
     return engine_kwargs
 
 
-def create_engine(database_url: str, options: EngineOptions = TOOL_OPTIONS) -> AsyncEngine:
+def create_engine(
+    database_url: str, options: EngineOptions = TOOL_OPTIONS, *, pooler: PoolerMode = "auto"
+) -> AsyncEngine:
     """Create the async engine for a ``DATABASE_URL`` exactly as a user wrote it.
 
     The service passes its settings' ``options``; tools (migrations, benchmarks) use ``TOOL_OPTIONS``.
+    ``pooler`` is ``DATABASE_POOLER``: whether a transaction-mode PgBouncer sits in front of the database.
     """
     database = translate_database_url(database_url)
     sqlite_file = database.url.database if database.dialect == "sqlite" else None
     if sqlite_file and sqlite_file != ":memory:":
         Path(sqlite_file).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(database.url, **engine_options(database, options))
+    engine_kwargs = engine_options(database, options)
+    engine_kwargs["connect_args"].update(pooler_connect_args(database, pooler))
+    engine = create_async_engine(database.url, **engine_kwargs)
     if database.dialect == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     else:

@@ -14,23 +14,26 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from db.url import PoolerMode
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
-def alembic_config(database_url: str) -> Config:
-    """An alembic ``Config`` for ``db/migrations`` that targets ``database_url``."""
+def alembic_config(database_url: str, pooler: PoolerMode = "auto") -> Config:
+    """An alembic ``Config`` for ``db/migrations`` that targets ``database_url`` (``pooler``: DATABASE_POOLER)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("version_locations", str(MIGRATIONS_DIR / "versions"))
     config.set_main_option("path_separator", "os")
     # ``%`` in a URL (escaped passwords) would be read as interpolation by configparser; pass it aside.
     config.attributes["database_url"] = database_url
+    config.attributes["database_pooler"] = pooler
     return config
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
+def upgrade(database_url: str, revision: str = "head", *, pooler: PoolerMode = "auto") -> None:
     """Apply migrations up to ``revision``."""
-    command.upgrade(alembic_config(database_url), revision)
+    command.upgrade(alembic_config(database_url, pooler), revision)
 
 
 def downgrade(database_url: str, revision: str) -> None:
@@ -38,9 +41,9 @@ def downgrade(database_url: str, revision: str) -> None:
     command.downgrade(alembic_config(database_url), revision)
 
 
-def make_migration(database_url: str, message: str) -> str | None:
+def make_migration(database_url: str, message: str, *, pooler: PoolerMode = "auto") -> str | None:
     """Autogenerate a revision from the models against an up-to-date database; returns its path."""
-    script = command.revision(alembic_config(database_url), message=message, autogenerate=True)
+    script = command.revision(alembic_config(database_url, pooler), message=message, autogenerate=True)
     if script is None or isinstance(script, list):
         return None
     return script.path

@@ -1,7 +1,8 @@
 """Alembic environment: runs migrations on the async engine for ``DATABASE_URL`` (SQLite or PostgreSQL).
 
 Called through ``db.schema`` (``manage.py migrate`` / ``makemigrations``), which passes the URL in
-``config.attributes["database_url"]``.
+``config.attributes["database_url"]`` (``MIGRATIONS_DATABASE_URL`` when set) and ``DATABASE_POOLER`` in
+``config.attributes["database_pooler"]``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_engine(config.attributes["database_url"])
+    engine = create_engine(config.attributes["database_url"], pooler=config.attributes.get("database_pooler", "auto"))
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

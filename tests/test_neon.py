@@ -1,0 +1,330 @@
+"""Neon as it really is: TLS with ``sslmode=require``, PgBouncer in transaction mode, a separate URL for
+migrations. A throwaway cluster with a self-signed certificate and a real PgBouncer, started by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from litestar.testing import AsyncTestClient
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from app.asgi import build_app
+from config.settings import Settings, SettingsError
+from db.engine import create_engine
+from db.url import PoolerMode, pooler_connect_args, translate_database_url
+from tests.clusters import Cluster, PgBouncer, running_pgbouncer, self_signed_certificate, throwaway_cluster
+from tests.conftest import TEST_SECRET
+from tests.processes import Servers, bearer, serve_env
+from tests.test_cli import manage
+
+NEON_DIRECT = "postgresql://alex:AbC123dEf@ep-cool-darkness-123456.us-east-2.aws.neon.tech/neondb?sslmode=require"
+NEON_POOLED = NEON_DIRECT.replace("ep-cool-darkness-123456", "ep-cool-darkness-123456-pooler")
+POOLER_ARGS = {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[Servers]:
+    tracker = Servers(tmp_path)
+    yield tracker
+    tracker.stop_all()
+
+
+# --- When the pooler settings apply ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "mode", "expected"),
+    [
+        (NEON_POOLED, "auto", POOLER_ARGS),  # Neon's pooled host is recognised by its name
+        (NEON_DIRECT, "auto", {}),
+        ("postgresql://u@db.example.com/x", "auto", {}),
+        ("postgresql://u@pooler.example.com/x", "auto", {}),  # only a first label ending in -pooler counts
+        ("postgresql://u@127.0.0.1:6432/x", "pgbouncer", POOLER_ARGS),  # any other PgBouncer: say so
+        (NEON_POOLED, "none", {}),  # a PgBouncer with prepared statement support (1.21+) can opt out
+        ("sqlite:///x.db", "pgbouncer", {}),
+    ],
+)
+def test_pooler_settings_apply_to_pooled_hosts_or_when_asked(url: str, mode: PoolerMode, expected: Any) -> None:
+    assert pooler_connect_args(translate_database_url(url), mode) == expected
+
+
+def test_database_pooler_and_migrations_url_settings() -> None:
+    settings = Settings.from_env({"DATABASE_URL": NEON_POOLED})
+    assert settings.database_pooler == "auto"
+    assert settings.migrations_url == NEON_POOLED
+    settings = Settings.from_env(
+        {"DATABASE_URL": NEON_POOLED, "MIGRATIONS_DATABASE_URL": NEON_DIRECT, "DATABASE_POOLER": "PgBouncer"}
+    )
+    assert settings.database_pooler == "pgbouncer"
+    assert settings.migrations_url == NEON_DIRECT
+
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"DATABASE_POOLER": "yes", "MIGRATIONS_DATABASE_URL": "postgresql://h/db?sslmode=maybe"})
+    assert caught.value.problems == [
+        "MIGRATIONS_DATABASE_URL: unknown sslmode 'maybe'",
+        "DATABASE_POOLER must be one of auto, pgbouncer, none (got 'yes')",
+    ]
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"DATABASE_URL": NEON_DIRECT, "MIGRATIONS_DATABASE_URL": "sqlite:///x.db"})
+    assert caught.value.problems == ["MIGRATIONS_DATABASE_URL must be the same kind of database as DATABASE_URL"]
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"MIGRATIONS_DATABASE_URL": "postgresql://u:hunter2@h:port/db"})
+    assert caught.value.problems == ["MIGRATIONS_DATABASE_URL is not a valid database URL"]
+
+
+# --- TLS for real ---------------------------------------------------------------------------------
+
+APP_USER, APP_PASSWORD, APP_DATABASE = "neon_app", "s3cret-Pa55", "neondb"
+
+
+@pytest.fixture(scope="module")
+def certificate() -> tuple[bytes, bytes]:
+    return self_signed_certificate("localhost")
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(certificate: tuple[bytes, bytes]) -> Iterator[Cluster]:
+    """A cluster like Neon's endpoint: TLS only, password (SCRAM) login, a self-signed certificate."""
+    cert, key = certificate
+    with throwaway_cluster(
+        hba=[
+            "hostssl all all 127.0.0.1/32 scram-sha-256",
+            "hostnossl all all 0.0.0.0/0 reject",  # no connection without TLS
+        ],
+        settings={
+            "ssl": "on",
+            "ssl_cert_file": "'server.crt'",
+            "ssl_key_file": "'server.key'",
+            "password_encryption": "'scram-sha-256'",
+        },
+        files={"server.crt": cert, "server.key": key},
+    ) as cluster:
+
+        async def create_app_database() -> None:
+            # The local socket (trust) is for this setup only; the app comes in over TCP and TLS.
+            admin = await asyncpg.connect(host=str(cluster.directory), port=cluster.port, user="postgres")
+            try:
+                await admin.execute(f"CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}'")
+                await admin.execute(f"CREATE DATABASE {APP_DATABASE} OWNER {APP_USER}")
+            finally:
+                await admin.close()
+
+        asyncio.run(create_app_database())
+        yield cluster
+
+
+def neon_url(cluster: Cluster, query: str) -> str:
+    """The URL as Neon's console prints it, pointing at the throwaway cluster."""
+    return f"{cluster.url(APP_DATABASE, APP_USER, APP_PASSWORD)}?{query}"
+
+
+async def tls_state(database_url: str) -> tuple[bool, str, str]:
+    """(encrypted, TLS version, user) of a connection made by the app's engine."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    text("SELECT ssl, version, current_user FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                )
+            ).one()
+    finally:
+        await engine.dispose()
+    return bool(row[0]), str(row[1]), str(row[2])
+
+
+@pytest.mark.postgres
+async def test_a_connection_without_tls_is_refused(tls_cluster: Cluster) -> None:
+    with pytest.raises(DBAPIError, match="no encryption"):
+        await tls_state(neon_url(tls_cluster, "sslmode=disable"))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("query", ["sslmode=require", "sslmode=require&channel_binding=require"])
+async def test_neon_urls_connect_encrypted(tls_cluster: Cluster, query: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGSSLROOTCERT", raising=False)
+    encrypted, version, user = await tls_state(neon_url(tls_cluster, query))
+    assert encrypted
+    assert version.startswith("TLSv1.")
+    assert user == APP_USER
+
+
+@pytest.mark.postgres
+async def test_require_does_not_verify_the_certificate_verify_full_does(
+    tls_cluster: Cluster, certificate: tuple[bytes, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncpg's ``sslmode`` semantics, as the README states them."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.postgresql/root.crt
+    monkeypatch.delenv("PGSSLROOTCERT", raising=False)
+    # require: encrypted, but the (self-signed, untrusted) certificate is not checked
+    assert (await tls_state(neon_url(tls_cluster, "sslmode=require")))[0]
+    # verify-full needs a CA to check against, and refuses without one
+    with pytest.raises(DBAPIError, match="root certificate file"):
+        await tls_state(neon_url(tls_cluster, "sslmode=verify-full"))
+    # ...and against the wrong CA
+    (tmp_path / "other.crt").write_bytes(self_signed_certificate("localhost")[0])
+    monkeypatch.setenv("PGSSLROOTCERT", str(tmp_path / "other.crt"))
+    with pytest.raises(OSError, match="certificate verify failed"):
+        await tls_state(neon_url(tls_cluster, "sslmode=verify-full"))
+    # with the right CA (Neon: the system's CA bundle) it connects, having checked certificate and host name
+    (tmp_path / "root.crt").write_bytes(certificate[0])
+    monkeypatch.setenv("PGSSLROOTCERT", str(tmp_path / "root.crt"))
+    assert (await tls_state(neon_url(tls_cluster, "sslmode=verify-full")))[0]
+
+
+@pytest.mark.postgres
+async def test_the_whole_api_works_over_tls(tls_cluster: Cluster, tmp_path: Path) -> None:
+    url = neon_url(tls_cluster, "sslmode=require&channel_binding=require")
+    env = serve_env(url, tmp_path / "data")
+    migrated = await asyncio.to_thread(manage, "migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    checked = await asyncio.to_thread(manage, "check", env=env)
+    assert checked.returncode == 0, checked.stderr
+    assert "migrations: up to date" in checked.stdout
+    assert APP_PASSWORD not in checked.stdout + checked.stderr + migrated.stdout + migrated.stderr
+
+    settings = Settings(app_env="test", data_dir=tmp_path, database_url=url, better_auth_secret=TEST_SECRET)
+    user = uuid.uuid4().hex
+    async with AsyncTestClient(app=build_app(settings)) as client:
+        client.headers.update(bearer(user))
+        assert (await client.get("/health/ready")).status_code == 200
+        await exercise_api(client, user)
+
+
+async def exercise_api(http: httpx.AsyncClient, user: str) -> None:
+    """Every route once, checking each answer: what a client does with its tasks."""
+    tasks = f"/api/{user}/tasks"
+    created = []
+    for i in range(3):
+        body = {"title": f"task {i}", "tags": ["Home", f"t{i}"], "priority": "high", "due_date": f"2030-05-0{i + 1}"}
+        response = await http.post(tasks, json=body)
+        assert response.status_code == 201, response.text
+        created.append(response.json())
+    location = f"{tasks}/{created[0]['id']}"
+    listed = await http.get(tasks, params={"tag": "home", "sort": "due_date", "limit": 2})
+    assert listed.status_code == 200, listed.text
+    assert [t["title"] for t in listed.json()] == ["task 0", "task 1"]
+    assert listed.headers["x-total-count"] == "3"
+    page_two = await http.get(listed.links["next"]["url"])
+    assert [t["title"] for t in page_two.json()] == ["task 2"]
+    assert (await http.get(tasks, params={"q": "TASK 1"})).json()[0]["title"] == "task 1"
+    assert (await http.get(location)).json()["title"] == "task 0"
+    assert (await http.put(location, json={"description": "put"})).json()["description"] == "put"
+    assert (await http.patch(location, json={"title": "patched"})).json()["title"] == "patched"
+    assert (await http.patch(f"{location}/complete")).json()["completed"] is True
+    assert (await http.get(tasks, params={"status": "completed"})).json()[0]["title"] == "patched"
+    assert (await http.delete(location)).status_code == 204
+    assert (await http.get(location)).status_code == 404
+    assert (await http.get(tasks)).headers["x-total-count"] == "2"
+
+
+# --- PgBouncer in transaction mode ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pgbouncer(postgres_server: str) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction mode in front of the test server, with fewer server connections than clients."""
+    with running_pgbouncer(postgres_server, pool_mode="transaction", pool_size=4) as bouncer:
+        yield bouncer
+
+
+@pytest.fixture
+def empty_database(postgres_server: str) -> Iterator[str]:
+    """A new database without tables on the test server (its direct URL), dropped afterwards."""
+    name = f"todo_bouncer_{uuid.uuid4().hex[:12]}"
+    admin = make_url(postgres_server).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def run(sql: str) -> None:
+        connection = await asyncpg.connect(admin)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def database_name(url: str) -> str:
+    return make_url(url).database or ""
+
+
+async def transaction_load(database_url: str, pooler: PoolerMode, clients: int = 16, rounds: int = 25) -> list[str]:
+    """Concurrent transactions through the app's engine; the errors they met."""
+    engine = create_engine(database_url, pooler=pooler)
+    errors: list[str] = []
+
+    async def client(n: int) -> None:
+        for i in range(rounds):
+            try:
+                async with engine.begin() as connection:
+                    await connection.execute(text("SELECT CAST(:n AS integer) + 1"), {"n": n})
+                    await connection.execute(text("SELECT relname FROM pg_class WHERE relname = :r"), {"r": f"r{i}"})
+            except DBAPIError as exc:
+                errors.append(str(exc.orig))
+
+    try:
+        await asyncio.gather(*(client(n) for n in range(clients)))
+    finally:
+        await engine.dispose()
+    return errors
+
+
+@pytest.mark.postgres
+async def test_without_the_pooler_settings_pgbouncer_breaks_prepared_statements(
+    pgbouncer: PgBouncer, empty_database: str
+) -> None:
+    """The control: proves the PgBouncer here really is in transaction mode and the settings matter."""
+    through_bouncer = pgbouncer.url(database_name(empty_database))
+    errors = await transaction_load(through_bouncer, "none")
+    assert errors
+    assert all("prepared statement" in error for error in errors), errors[:3]
+    assert await transaction_load(through_bouncer, "pgbouncer") == []
+
+
+@pytest.mark.postgres
+async def test_the_whole_api_under_load_through_pgbouncer_with_direct_migrations(
+    pgbouncer: PgBouncer, empty_database: str, servers: Servers, tmp_path: Path
+) -> None:
+    """Neon's recommended setup: the app through the pooler, migrations on the direct host."""
+    env = serve_env(
+        pgbouncer.url(database_name(empty_database)),
+        tmp_path / "data",
+        DATABASE_POOLER="pgbouncer",
+        MIGRATIONS_DATABASE_URL=empty_database,
+        LOG_LEVEL="WARNING",
+    )
+    logins = pgbouncer.log().count("login attempt")
+    migrated = await asyncio.to_thread(manage, "migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert f":{make_url(empty_database).port or 5432}/" in migrated.stdout  # reported: the direct URL
+    assert pgbouncer.log().count("login attempt") == logins  # nothing of the migration went through PgBouncer
+    checked = await asyncio.to_thread(manage, "check", env=env)  # through PgBouncer: the migrations are there
+    assert checked.returncode == 0, checked.stderr
+    assert pgbouncer.log().count("login attempt") > logins
+
+    server = servers.start(env, "--workers", "2")
+    await asyncio.to_thread(server.wait_until_healthy)
+    users = [uuid.uuid4().hex for _ in range(12)]
+
+    async def one_user(user: str) -> None:
+        async with httpx.AsyncClient(base_url=server.url, headers=bearer(user), timeout=60) as http:
+            for _ in range(2):
+                await exercise_api(http, user)
+                for task in (await http.get(f"/api/{user}/tasks")).json():
+                    assert (await http.delete(f"/api/{user}/tasks/{task['id']}")).status_code == 204
+
+    await asyncio.gather(*(one_user(user) for user in users))
+    assert "prepared statement" not in server.output()

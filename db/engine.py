@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from db.connections import RetryingConnect, guard_checkouts
-from db.url import AsyncDatabaseURL, PoolerMode, pooler_connect_args, translate_database_url
+from db.url import AsyncDatabaseURL, PoolerMode, behind_transaction_pooler, pooler_connect_args, translate_database_url
 
 # ``options=-c statement_timeout=…`` in DATABASE_URL (also ``--statement-timeout=…``) names its own value.
 _URL_STATEMENT_TIMEOUT = re.compile(r"statement[_-]timeout", re.IGNORECASE)
@@ -44,8 +44,15 @@ class EngineOptions:
 TOOL_OPTIONS = EngineOptions(connect_timeout=10.0, statement_timeout=0.0)
 
 
-def engine_options(database: AsyncDatabaseURL, options: EngineOptions = TOOL_OPTIONS) -> dict[str, Any]:
-    """Keyword arguments for ``create_async_engine`` that suit the database behind ``database``."""
+def engine_options(
+    database: AsyncDatabaseURL, options: EngineOptions = TOOL_OPTIONS, *, pooled: bool = False
+) -> dict[str, Any]:
+    """Keyword arguments for ``create_async_engine`` that suit the database behind ``database``.
+
+    ``pooled``: a transaction-mode PgBouncer sits in front. It refuses startup parameters it does not know,
+    ``statement_timeout`` among them, so there the statement timeout is the driver's: asyncpg cancels a
+    statement still running after ``DB_STATEMENT_TIMEOUT`` (a 503, like the server's own timeout).
+    """
     engine_kwargs: dict[str, Any] = {"connect_args": dict(database.connect_args)}
     connect_args = engine_kwargs["connect_args"]
     if database.dialect == "postgresql":
@@ -58,7 +65,9 @@ def engine_options(database: AsyncDatabaseURL, options: EngineOptions = TOOL_OPT
         )
         connect_args["async_creator_fn"] = RetryingConnect(options.connect_timeout)
         server_settings = dict(connect_args.get("server_settings", {}))
-        if options.statement_timeout_ms and not _URL_STATEMENT_TIMEOUT.search(server_settings.get("options", "")):
+        if options.statement_timeout_ms and pooled:
+            connect_args["command_timeout"] = options.statement_timeout
+        elif options.statement_timeout_ms and not _URL_STATEMENT_TIMEOUT.search(server_settings.get("options", "")):
             server_settings["statement_timeout"] = str(options.statement_timeout_ms)
             # A client-side backstop for a statement whose connection hangs (the server never answers):
             # later than the server's own timeout, which normally wins and keeps the connection usable.
@@ -83,7 +92,7 @@ def create_engine(
     sqlite_file = database.url.database if database.dialect == "sqlite" else None
     if sqlite_file and sqlite_file != ":memory:":
         Path(sqlite_file).parent.mkdir(parents=True, exist_ok=True)
-    engine_kwargs = engine_options(database, options)
+    engine_kwargs = engine_options(database, options, pooled=behind_transaction_pooler(database, pooler))
     engine_kwargs["connect_args"].update(pooler_connect_args(database, pooler))
     engine = create_async_engine(database.url, **engine_kwargs)
     if database.dialect == "sqlite":

@@ -18,8 +18,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from app.asgi import build_app
+from app.errors import handle_unexpected
 from config.settings import Settings, SettingsError
-from db.engine import create_engine
+from db.engine import EngineOptions, create_engine
 from db.url import PoolerMode, pooler_connect_args, translate_database_url
 from tests.clusters import Cluster, PgBouncer, running_pgbouncer, self_signed_certificate, throwaway_cluster
 from tests.conftest import TEST_SECRET
@@ -328,3 +329,30 @@ async def test_the_whole_api_under_load_through_pgbouncer_with_direct_migrations
 
     await asyncio.gather(*(one_user(user) for user in users))
     assert "prepared statement" not in server.output()
+
+
+@pytest.mark.postgres
+async def test_the_statement_timeout_holds_through_pgbouncer(pgbouncer: PgBouncer, empty_database: str) -> None:
+    """PgBouncer refuses a ``statement_timeout`` startup parameter, so behind it the driver cancels instead.
+
+    Sending it as PostgreSQL's own setting made every connection through PgBouncer fail; this proves both that
+    connections work and that a stuck statement still ends after DB_STATEMENT_TIMEOUT as a 503.
+    """
+    engine = create_engine(
+        pgbouncer.url(database_name(empty_database)), EngineOptions(statement_timeout=0.3), pooler="pgbouncer"
+    )
+    try:
+        async with engine.connect() as connection:
+            assert (await connection.execute(text("SELECT 1"))).scalar() == 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(Exception) as stuck:  # noqa: PT011 - whatever the driver raises, mapped below
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT pg_sleep(5)"))
+        assert loop.time() - started < 2
+        response = handle_unexpected(None, stuck.value)  # type: ignore[arg-type]
+        assert response.status_code == 503
+        async with engine.connect() as connection:  # the pool is still usable afterwards
+            assert (await connection.execute(text("SELECT 2"))).scalar() == 2
+    finally:
+        await engine.dispose()

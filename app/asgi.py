@@ -20,6 +20,7 @@ from app.errors import exception_handlers
 from app.headers import add_security_headers
 from app.health import HealthController
 from app.openapi import docs_page, openapi_config
+from app.options import list_every_allowed_method
 from app.requests import ApiRequest
 from app.tasks.controller import TaskController
 from app.tasks.listing import cursor_key
@@ -58,7 +59,7 @@ def build_app(settings: Settings) -> Litestar:
         plugins=[SQLAlchemyPlugin(config=database)],
         request_class=ApiRequest,
         request_max_body_size=settings.max_body_bytes,
-        before_send=[add_security_headers],
+        before_send=[add_security_headers, list_every_allowed_method],
         exception_handlers=exception_handlers,
         openapi_config=openapi_config(_version()),
         cors_config=cors,

@@ -20,9 +20,11 @@ from sqlalchemy import not_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.middleware import BearerTokenMiddleware, require_path_owner
-from app.openapi import BEARER_SCHEME, problem_responses
+from app.openapi import BEARER_SCHEME, CreateTaskOperation, UpdateTaskOperation, problem_responses
 from app.tasks.listing import InvalidCursorError, ListQuery, SortField, SortOrder, StatusFilter
 from app.tasks.schemas import (
+    DUE_DATE_SCHEMA,
+    NO_NUL_PATTERN,
     PriorityName,
     TaskCompletion,
     TaskCreate,
@@ -30,6 +32,7 @@ from app.tasks.schemas import (
     TaskUpdate,
     check_text,
     parse_due_date,
+    trimmed_text_pattern,
 )
 from db.models import TAG_MAX_LENGTH, USER_ID_MAX_LENGTH, Task
 from db.repositories import TaskRepository
@@ -124,13 +127,22 @@ class TaskController(Controller):
             Parameter(
                 description="Only tasks carrying every one of these tags, ignoring case (repeatable).",
                 max_items=20,
+                schema_extra={
+                    "items": {"type": "string", "pattern": trimmed_text_pattern(TAG_MAX_LENGTH, visible=False)}
+                },
             ),
         ] = None,
         due_before: Annotated[
-            str | None, Parameter(description="Due strictly before this date-time or date.", max_length=64)
+            str | None,
+            Parameter(
+                description="Due strictly before this date-time or date.", max_length=64, schema_extra=DUE_DATE_SCHEMA
+            ),
         ] = None,
         due_after: Annotated[
-            str | None, Parameter(description="Due strictly after this date-time or date.", max_length=64)
+            str | None,
+            Parameter(
+                description="Due strictly after this date-time or date.", max_length=64, schema_extra=DUE_DATE_SCHEMA
+            ),
         ] = None,
         q: Annotated[
             str | None,
@@ -138,6 +150,7 @@ class TaskController(Controller):
                 description="Case-insensitive text to find in title or description.",
                 min_length=1,
                 max_length=200,
+                schema_extra={"pattern": NO_NUL_PATTERN},
             ),
         ] = None,
         sort: Annotated[SortField, Parameter(description="The field to sort by.")] = "created",
@@ -184,6 +197,7 @@ class TaskController(Controller):
         response_headers=[
             ResponseHeader(name="Location", description="The new task's URL path.", documentation_only=True)
         ],
+        operation_class=CreateTaskOperation,
     )
     async def create_task(self, tasks: Tasks, data: JSONBody[TaskCreate]) -> Response[TaskRead]:
         """Create a task; ``Location`` names it."""
@@ -195,12 +209,22 @@ class TaskController(Controller):
         """One task."""
         return TaskRead.from_model(await tasks.get(task_id))
 
-    @put("/{task_id:str}", summary="Update a task", responses=problem_responses(400, 401, 403, 404))
+    @put(
+        "/{task_id:str}",
+        summary="Update a task",
+        responses=problem_responses(400, 401, 403, 404),
+        operation_class=UpdateTaskOperation,
+    )
     async def replace_task(self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskUpdate]) -> TaskRead:
         """Update the fields sent; the others keep their value."""
         return await _update(tasks, task_id, data.changes())
 
-    @patch("/{task_id:str}", summary="Update part of a task", responses=problem_responses(400, 401, 403, 404))
+    @patch(
+        "/{task_id:str}",
+        summary="Update part of a task",
+        responses=problem_responses(400, 401, 403, 404),
+        operation_class=UpdateTaskOperation,
+    )
     async def update_task(self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskUpdate]) -> TaskRead:
         """Update the fields sent; the others keep their value."""
         return await _update(tasks, task_id, data.changes())

@@ -20,6 +20,7 @@ from app.errors import exception_handlers
 from app.headers import add_security_headers
 from app.health import HealthController
 from app.openapi import docs_page, openapi_config
+from app.options import list_every_allowed_method
 from app.ratelimit.middleware import (
     RateLimitMiddleware,
     add_rate_limit_headers,
@@ -86,7 +87,7 @@ def build_app(settings: Settings) -> Litestar:
         plugins=[SQLAlchemyPlugin(config=database)],
         request_class=ApiRequest,
         request_max_body_size=settings.max_body_bytes,
-        before_send=[add_security_headers, add_rate_limit_headers],
+        before_send=[add_security_headers, add_rate_limit_headers, list_every_allowed_method],
         on_shutdown=[close_token_verifier, *([rate_limits.close] if rate_limits else [])],
         exception_handlers=exception_handlers,
         openapi_config=openapi_config(_version()),

@@ -370,6 +370,7 @@ async def test_dates_at_the_edge_of_the_calendar_are_400(client: Client, auth: A
         ("2026-12-24t18:00:00z", "2026-12-24T18:00:00Z"),  # RFC 3339 allows lower case
         ("2026-12-24T18:00:00.5+01:00", "2026-12-24T17:00:00.500000Z"),
         ("0001-01-01", "0001-01-01T00:00:00Z"),
+        ("2026-12-24T18:00:00.123456789Z", "2026-12-24T18:00:00.123456Z"),  # any fraction; microseconds kept
     ],
 )
 async def test_rfc3339_forms_are_accepted(client: Client, auth: Auth, new_user: Any, value: str, stored: str) -> None:
@@ -384,6 +385,11 @@ async def test_rfc3339_forms_are_accepted(client: Client, auth: Auth, new_user: 
         "2026-12-24T18+01:00",
         "2026-12-24 18:00:00Z",
         "2026-12-24T18:00:00,5Z",
+        " 2026-12-24",  # the schema's formats allow no surrounding white space
+        "\uff12026-12-24",  # a full-width digit
+        "2026-12-31T23:59:60Z",  # a leap second: RFC 3339 has them, Python's datetime does not
+        "0001-01-01T12:00:00Z",  # date-times on the calendar's first and last day: an offset could leave it
+        "9999-12-31T00:00:00-00:00",
     ],
 )
 async def test_non_rfc3339_forms_are_refused(client: Client, auth: Auth, new_user: Any, value: str) -> None:

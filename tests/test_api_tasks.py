@@ -414,12 +414,21 @@ async def test_invisible_only_titles_are_blank(client: Client, auth: Auth, new_u
     assert_problem(await client.post(f"/api/{user}/tasks", json={"title": title}, headers=auth(user)), 400)
 
 
-@pytest.mark.parametrize("path", ["/api/u1/tasks", "/api/u1/tasks/1", "/api/u1/tasks/1/complete"])
-async def test_plain_options_lists_methods_without_auth_or_data(client: Client, auth: Auth, path: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/api/u1/tasks", "GET, OPTIONS, POST"),
+        ("/api/u1/tasks/1", "DELETE, GET, OPTIONS, PATCH, PUT"),
+        ("/api/u1/tasks/1/complete", "OPTIONS, PATCH"),
+    ],
+)
+async def test_plain_options_lists_methods_without_auth_or_data(
+    client: Client, auth: Auth, path: str, methods: str
+) -> None:
     for headers in ({}, auth("u1"), auth("someone-else")):
         response = await client.options(path, headers=headers)
         assert response.status_code == 204
-        assert "OPTIONS" in response.headers["allow"]
+        assert response.headers["allow"] == methods  # every method of the path (Litestar 2 listed only some)
         assert response.content == b""
 
 

@@ -21,11 +21,13 @@ from sqlalchemy import not_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.middleware import BearerTokenMiddleware, require_path_owner
-from app.openapi import BEARER_SCHEME, RATE_LIMIT_HEADERS, problem_responses
+from app.openapi import BEARER_SCHEME, RATE_LIMIT_HEADERS, CreateTaskOperation, UpdateTaskOperation, problem_responses
 from app.tasks.etags import etag, if_match_versions
 from app.tasks.idempotency import Created, IdempotencyKeyHeader, create_once, provide_idempotency_keys
 from app.tasks.listing import InvalidCursorError, ListQuery, SortField, SortOrder, StatusFilter
 from app.tasks.schemas import (
+    DUE_DATE_SCHEMA,
+    NO_NUL_PATTERN,
     PriorityName,
     TaskCompletion,
     TaskCreate,
@@ -33,6 +35,7 @@ from app.tasks.schemas import (
     TaskUpdate,
     check_text,
     parse_due_date,
+    trimmed_text_pattern,
 )
 from db.idempotency import IdempotencyKeyRepository
 from db.models import TAG_MAX_LENGTH, USER_ID_MAX_LENGTH, Task
@@ -148,13 +151,22 @@ class TaskController(Controller):
             Parameter(
                 description="Only tasks carrying every one of these tags, ignoring case (repeatable).",
                 max_items=20,
+                schema_extra={
+                    "items": {"type": "string", "pattern": trimmed_text_pattern(TAG_MAX_LENGTH, visible=False)}
+                },
             ),
         ] = None,
         due_before: Annotated[
-            str | None, Parameter(description="Due strictly before this date-time or date.", max_length=64)
+            str | None,
+            Parameter(
+                description="Due strictly before this date-time or date.", max_length=64, schema_extra=DUE_DATE_SCHEMA
+            ),
         ] = None,
         due_after: Annotated[
-            str | None, Parameter(description="Due strictly after this date-time or date.", max_length=64)
+            str | None,
+            Parameter(
+                description="Due strictly after this date-time or date.", max_length=64, schema_extra=DUE_DATE_SCHEMA
+            ),
         ] = None,
         q: Annotated[
             str | None,
@@ -162,6 +174,7 @@ class TaskController(Controller):
                 description="Case-insensitive text to find in title or description.",
                 min_length=1,
                 max_length=200,
+                schema_extra={"pattern": NO_NUL_PATTERN},
             ),
         ] = None,
         sort: Annotated[SortField, Parameter(description="The field to sort by.")] = "created",
@@ -220,6 +233,7 @@ class TaskController(Controller):
             ),
         ],
         dependencies={"idempotency_keys": Provide(provide_idempotency_keys)},
+        operation_class=CreateTaskOperation,
     )
     async def create_task(
         self,
@@ -257,6 +271,7 @@ class TaskController(Controller):
         summary="Update a task",
         responses=problem_responses(400, 401, 403, 404, 412),
         response_headers=[ETAG_HEADER],
+        operation_class=UpdateTaskOperation,
     )
     async def replace_task(
         self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskUpdate], if_match: IfMatch = None
@@ -269,6 +284,7 @@ class TaskController(Controller):
         summary="Update part of a task",
         responses=problem_responses(400, 401, 403, 404, 412),
         response_headers=[ETAG_HEADER],
+        operation_class=UpdateTaskOperation,
     )
     async def update_task(
         self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskUpdate], if_match: IfMatch = None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal
 
@@ -12,19 +14,89 @@ from sqlalchemy import Row
 
 from db.models import DESCRIPTION_MAX_LENGTH, MAX_TAGS, TAG_MAX_LENGTH, TITLE_MAX_LENGTH, Priority, Task
 
+# Format and control characters (zero-width spaces, direction marks): a title of only these looks blank.
+_INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
+# -- JSON Schema patterns --------------------------------------------------------------------------------------
+# The OpenAPI document states every rule the validators below enforce, so that a request is valid by the schema
+# exactly when the server accepts it. The character classes are computed from the same predicates the validators
+# use (str.isspace, the Unicode categories above), so the two cannot drift apart.
+
+
+def _char_class(codepoints: Iterable[int], *, negate: bool = False) -> str:
+    """A regex character class that Python's ``re`` and ECMA-262 engines read alike: BMP characters as ``\\uXXXX``,
+    the rest as literal characters (ECMA-262 without the ``u`` flag has no escape for them)."""
+    ranges: list[list[int]] = []
+    for codepoint in sorted(codepoints):
+        if ranges and codepoint == ranges[-1][1] + 1:
+            ranges[-1][1] = codepoint
+        else:
+            ranges.append([codepoint, codepoint])
+
+    def char(codepoint: int) -> str:
+        return f"\\u{codepoint:04x}" if codepoint < 0x10000 else chr(codepoint)
+
+    body = "".join(char(low) if low == high else f"{char(low)}-{char(high)}" for low, high in ranges)
+    return f"[{'^' if negate else ''}{body}]"
+
+
+_ALL = range(sys.maxunicode + 1)
+_SPACE = [c for c in _ALL if chr(c).isspace()]  # what str.strip() removes
+_BLANK = [c for c in _ALL if chr(c).isspace() or unicodedata.category(chr(c)) in _INVISIBLE]
+_NUL = 0
+_NOT_NUL = _char_class([_NUL], negate=True)
+
+
+def trimmed_text_pattern(max_length: int, *, visible: bool) -> str:
+    """Text that, trimmed of white space, is 1 to ``max_length`` characters without NUL; with ``visible``, it also
+    holds a character that is neither white space nor invisible (see :func:`clean_title`)."""
+    space = _char_class(_SPACE)
+    edge = _char_class([*_SPACE, _NUL], negate=True)  # the first and last character left after trimming
+    lookahead = f"(?={_char_class(_BLANK)}*{_char_class(_BLANK, negate=True)})" if visible else ""
+    return f"^{lookahead}{space}*(?:{edge}|{edge}{_NOT_NUL}{{0,{max_length - 2}}}{edge}){space}*$"
+
+
+NO_NUL_PATTERN = f"^{_NOT_NUL}*$"  # PostgreSQL cannot store NUL
+# A due date: RFC 3339 `date` or `date-time` (formats below), less what Python's datetime cannot hold: year 0,
+# leap seconds, and date-times on the calendar's first and last day, which an offset could move out of range.
+UNREPRESENTABLE_DATE_PATTERN = r"^0000-|^(?:0001-01-01|9999-12-31)[Tt]|[Tt][0-9]{2}:[0-9]{2}:60"
+# Keys are Litestar Schema attributes; values are JSON Schema as written in the document.
+DUE_DATE_SCHEMA: dict[str, Any] = {
+    "any_of": [
+        {"format": format_, "not": {"type": "string", "pattern": UNREPRESENTABLE_DATE_PATTERN}}
+        for format_ in ("date", "date-time")
+    ]
+}
+# msgspec's lax mode, which Litestar decodes bodies with: a boolean also accepts 0/1 and "true"/"false"/"1"/"0".
+LAX_BOOLEAN_SCHEMA: dict[str, Any] = {
+    "type": None,
+    "one_of": None,
+    "any_of": [
+        {"type": "boolean"},
+        {"enum": [0, 1]},
+        {"type": "string", "pattern": "^(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|0|1)$"},
+    ],
+}
+
 Title = Annotated[
     str,
     Meta(
         min_length=1,
-        description=f"Trimmed of surrounding white space, then 1 to {TITLE_MAX_LENGTH} characters, not blank.",
+        description=f"Trimmed of surrounding white space, then 1 to {TITLE_MAX_LENGTH} characters, not blank "
+        "(white space and invisible characters alone are blank), no NUL.",
         examples=["Buy milk"],
-        # The length is checked after trimming (clean_title); the schema still states the limit.
-        extra_json_schema={"extra": {"max_length": TITLE_MAX_LENGTH}},
+        # The length is checked after trimming (clean_title), so the pattern states it, not maxLength.
+        extra_json_schema={"extra": {"pattern": trimmed_text_pattern(TITLE_MAX_LENGTH, visible=True)}},
     ),
 ]
 Description = Annotated[
     str,
-    Meta(max_length=DESCRIPTION_MAX_LENGTH, description=f"At most {DESCRIPTION_MAX_LENGTH} characters."),
+    Meta(
+        max_length=DESCRIPTION_MAX_LENGTH,
+        description=f"At most {DESCRIPTION_MAX_LENGTH} characters, no NUL.",
+        extra_json_schema={"extra": {"pattern": NO_NUL_PATTERN}},
+    ),
 ]
 PriorityName = Literal["low", "medium", "high"]
 DueDate = Annotated[
@@ -33,8 +105,11 @@ DueDate = Annotated[
         max_length=64,
         description="RFC 3339 date-time with an offset, or a bare date (midnight UTC). Returned in UTC.",
         examples=["2026-12-24T18:00:00+01:00", "2026-12-24"],
+        extra_json_schema={"extra": DUE_DATE_SCHEMA},
     ),
 ]
+# Not blank after trimming, no NUL; the 1 to 40 characters count before trimming.
+TAG_PATTERN = f"^{_NOT_NUL}*{_char_class([*_SPACE, _NUL], negate=True)}{_NOT_NUL}*$"
 Tag = Annotated[str, Meta(min_length=1, max_length=TAG_MAX_LENGTH)]
 Tags = Annotated[
     list[Tag],
@@ -43,12 +118,16 @@ Tags = Annotated[
         description=f"Up to {MAX_TAGS} tags of 1 to {TAG_MAX_LENGTH} characters, trimmed, unique ignoring case; "
         "order kept.",
         examples=[["home", "errands"]],
+        # Litestar leaves out the constraints of list items, so they are stated here as well.
+        extra_json_schema={
+            "extra": {
+                "items": {"type": "string", "minLength": 1, "maxLength": TAG_MAX_LENGTH, "pattern": TAG_PATTERN},
+                "unique_items": True,
+            }
+        },
     ),
 ]
-
-
-# Format and control characters (zero-width spaces, direction marks): a title of only these looks blank.
-_INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+LaxBool = Annotated[bool, Meta(extra_json_schema={"extra": LAX_BOOLEAN_SCHEMA})]
 
 
 def invalid(field: str, message: str) -> ValueError:
@@ -93,19 +172,27 @@ def tag_keys(tags: list[str]) -> list[str]:
     return [tag.casefold() for tag in tags]
 
 
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_UNREPRESENTABLE_DATE = re.compile(UNREPRESENTABLE_DATE_PATTERN)
 
 
 def parse_due_date(value: str, field: str = "due_date") -> datetime:
-    """An RFC 3339 date-time (with ``Z`` or an offset), or a bare ``YYYY-MM-DD`` meaning midnight UTC; in UTC."""
-    text = value.strip()
+    """An RFC 3339 date-time (with ``Z`` or an offset), or a bare ``YYYY-MM-DD`` meaning midnight UTC; in UTC.
+
+    Exactly what ``DUE_DATE_SCHEMA`` states: the RFC 3339 ``date`` and ``date-time`` formats, less what
+    ``UNREPRESENTABLE_DATE_PATTERN`` names (fractions of a second beyond microseconds are truncated).
+    """
     try:
-        if _DATE.fullmatch(text):
-            return datetime.combine(date.fromisoformat(text), time(), tzinfo=UTC)
-        if not _RFC3339.fullmatch(text):
-            raise ValueError(text)
-        return datetime.fromisoformat(text.upper()).astimezone(UTC)
+        if _UNREPRESENTABLE_DATE.search(value):
+            raise ValueError(value)
+        if _DATE.fullmatch(value):
+            return datetime.combine(date.fromisoformat(value), time(), tzinfo=UTC)
+        if not _RFC3339.fullmatch(value):
+            raise ValueError(value)
+        return datetime.fromisoformat(value.upper()).astimezone(UTC)
     except (ValueError, OverflowError):  # OverflowError: an offset that moves year 1 or 9999 out of range
         raise invalid(field, "must be an RFC 3339 date-time with an offset (2026-12-24T18:00:00Z) or a date") from None
 
@@ -115,7 +202,7 @@ class TaskCreate(Struct, kw_only=True):
 
     title: Title
     description: Description | None = None
-    completed: bool = False
+    completed: LaxBool = False
     priority: PriorityName = "medium"
     due_date: DueDate | None = None
     tags: Tags = []
@@ -146,7 +233,7 @@ class TaskUpdate(Struct, kw_only=True):
 
     title: Title | UnsetType = UNSET
     description: Description | UnsetType | None = UNSET
-    completed: bool | UnsetType = UNSET
+    completed: LaxBool | UnsetType = UNSET
     priority: PriorityName | UnsetType = UNSET
     due_date: DueDate | UnsetType | None = UNSET
     tags: Tags | UnsetType = UNSET
@@ -178,7 +265,7 @@ class TaskUpdate(Struct, kw_only=True):
 class TaskCompletion(Struct, kw_only=True):
     """The optional body of ``PATCH …/complete``; without a body the state toggles."""
 
-    completed: bool
+    completed: LaxBool
 
 
 class TaskRead(Struct, kw_only=True):

@@ -5,34 +5,23 @@ from __future__ import annotations
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from advanced_alchemy.extensions.litestar import (
-    AsyncSessionConfig,
-    SQLAlchemyAsyncConfig,
-    SQLAlchemyPlugin,
-)
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.logging import LoggingConfig
 
+from app.access import control_access
 from app.auth.tokens import build_verifier
+from app.edge import EdgeApp
 from app.errors import exception_handlers
-from app.headers import add_security_headers
 from app.health import HealthController
 from app.openapi import docs_page, openapi_config
-from app.options import list_every_allowed_method
-from app.ratelimit.middleware import (
-    RateLimitMiddleware,
-    add_rate_limit_headers,
-    build_rate_limits,
-    enforce_rate_limit,
-)
+from app.ratelimit.limits import build_rate_limits
 from app.requests import ApiRequest
-from app.serving import answer_requests_cut_off_by_shutdown
 from app.tasks.controller import TaskController
 from app.tasks.listing import cursor_key
 from config.settings import Settings, SettingsError, get_settings
-from db.engine import create_engine
+from db.database import open_database
 
 
 def _version() -> str:
@@ -42,19 +31,23 @@ def _version() -> str:
         return "0.1.0"
 
 
-async def close_token_verifier(app: Litestar) -> None:
-    """Shutdown: release the verifier's HTTP client (JWKS mode)."""
+async def open_connections(app: Litestar) -> None:
+    """Startup: the database of the request path (its pool opens connections as requests need them)."""
+    settings: Settings = app.state.settings
+    app.state.database = open_database(settings.database_url, settings.db_options, pooler=settings.database_pooler)
+
+
+async def close_connections(app: Litestar) -> None:
+    """Shutdown: the database pool, the verifier's HTTP client (JWKS mode), the rate limiter's Redis client."""
+    if app.state.get("database") is not None:
+        await app.state.database.close()
     await app.state.token_verifier.aclose()
+    if app.state.rate_limits is not None:
+        await app.state.rate_limits.close()
 
 
 def build_app(settings: Settings) -> Litestar:
     """Assemble the application for ``settings``."""
-    database = SQLAlchemyAsyncConfig(
-        engine_instance=create_engine(settings.database_url, settings.db_options, pooler=settings.database_pooler),
-        session_config=AsyncSessionConfig(expire_on_commit=False),
-        # Routes commit explicitly before answering, so a failed commit is an error response, never a 2xx.
-        set_default_exception_handler=False,
-    )
     cors = (
         CORSConfig(
             allow_origins=list(settings.cors_origins),
@@ -77,18 +70,15 @@ def build_app(settings: Settings) -> Litestar:
         if settings.cors_origins
         else None
     )
-    rate_limits = build_rate_limits(settings)
-    return Litestar(
+    return EdgeApp(
         route_handlers=[TaskController, HealthController, docs_page],
-        # Rate limits: the middleware wraps authentication (it counts 401s per address); the guard runs after
-        # it (it counts the token's user). See app/ratelimit/middleware.py.
-        middleware=[answer_requests_cut_off_by_shutdown, *([RateLimitMiddleware] if rate_limits else [])],
-        guards=[enforce_rate_limit] if rate_limits else [],
-        plugins=[SQLAlchemyPlugin(config=database)],
+        # Authentication, rate limits and the path owner, in one guard (app/access.py); the headers every
+        # response gets, in one wrapper (app/edge.py). No middleware: each would add a layer to every request.
+        guards=[control_access],
         request_class=ApiRequest,
         request_max_body_size=settings.max_body_bytes,
-        before_send=[add_security_headers, add_rate_limit_headers, list_every_allowed_method],
-        on_shutdown=[close_token_verifier, *([rate_limits.close] if rate_limits else [])],
+        on_startup=[open_connections],
+        on_shutdown=[close_connections],
         exception_handlers=exception_handlers,
         openapi_config=openapi_config(_version()),
         cors_config=cors,
@@ -97,7 +87,7 @@ def build_app(settings: Settings) -> Litestar:
                 "settings": settings,
                 "token_verifier": build_verifier(settings),
                 "cursor_key": cursor_key(settings.signing_secret()),
-                "rate_limits": rate_limits,
+                "rate_limits": build_rate_limits(settings),
             }
         ),
         logging_config=LoggingConfig(

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError as SQLAlchemyIntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.auth.tokens import SigningKeysUnavailableError
+from db.database import ConstraintViolationError, DatabaseUnavailableError, PoolExhaustedError
 from db.owned import OwnerScopeError, StaleVersionError
 
 logger = logging.getLogger("app.errors")
@@ -32,6 +33,7 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 _MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
 PROBLEM_TYPE_PREFIX = "urn:todo-backend:problem:"
 DATABASE_RETRY_AFTER_SECONDS = 5
+BUSY_RETRY_AFTER_SECONDS = 1
 
 
 class FieldError(msgspec.Struct):
@@ -67,6 +69,7 @@ _SLUGS = {
     500: "internal-error",
     503: "service-unavailable",
 }
+# server-busy (503): no pooled database connection came free in time; see handle_pool_exhausted.
 
 
 def problem(
@@ -223,6 +226,28 @@ def _database_unavailable(exc: BaseException) -> Response[ProblemDetail]:
     )
 
 
+def handle_database_unavailable(_: Request[Any, Any, Any], exc: DatabaseUnavailableError) -> Response[ProblemDetail]:
+    """The request path could not get a working connection, or its statement could not run: 503."""
+    return _database_unavailable(exc)
+
+
+def handle_pool_exhausted(_: Request[Any, Any, Any], exc: PoolExhaustedError) -> Response[ProblemDetail]:
+    """Every pooled connection stayed busy while the request waited: the server is overloaded, not the database."""
+    logger.warning("database pool exhausted: %s", exc)
+    return problem(
+        503,
+        f"The server is busy: no database connection came free within {exc.waited:g} s; retry shortly.",
+        headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)},
+        slug="server-busy",
+    )
+
+
+def handle_constraint_violation(_: Request[Any, Any, Any], exc: ConstraintViolationError) -> Response[ProblemDetail]:
+    """A write the database refused on a constraint."""
+    del exc
+    return _conflict()
+
+
 def handle_signing_keys_unavailable(
     _: Request[Any, Any, Any], exc: SigningKeysUnavailableError
 ) -> Response[ProblemDetail]:
@@ -237,6 +262,9 @@ def handle_signing_keys_unavailable(
 exception_handlers: ExceptionHandlersMap = {
     HTTPException: handle_http_exception,
     RepositoryError: handle_repository_error,
+    DatabaseUnavailableError: handle_database_unavailable,
+    PoolExhaustedError: handle_pool_exhausted,
+    ConstraintViolationError: handle_constraint_violation,
     SigningKeysUnavailableError: handle_signing_keys_unavailable,
     Exception: handle_unexpected,
 }

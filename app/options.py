@@ -2,8 +2,8 @@
 
 Litestar 2 builds the automatic ``OPTIONS`` handler when a path's first handler is registered and keeps it as
 more handlers join, so ``OPTIONS /api/{user_id}/tasks`` said ``Allow: OPTIONS, POST`` without ``GET``
-(litestar-org/litestar#4169, fixed only in Litestar 3). This ``before_send`` hook rewrites the header from the
-routes the app really has.
+(litestar-org/litestar#4169, fixed only in Litestar 3). :func:`list_every_allowed_method` rewrites the header from
+the routes the app really has; ``app.edge`` calls it for every ``OPTIONS`` answer.
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ from litestar.routes import HTTPRoute
 from litestar.types import Message, Scope
 
 
-async def list_every_allowed_method(message: Message, scope: Scope) -> None:
-    """``before_send`` hook: on an ``OPTIONS`` answer that carries ``Allow``, list all of the route's methods."""
-    if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS":
-        return
+def list_every_allowed_method(message: Message, scope: Scope) -> None:
+    """On an ``OPTIONS`` answer's ``http.response.start`` that carries ``Allow``, list all of the route's methods."""
     headers = MutableScopeHeaders.from_message(message)
     template = scope.get("path_template")
     if "allow" not in headers or template is None:

@@ -418,10 +418,10 @@ async def explain_list_queries(database_url: str, user_id: str) -> list[Explaine
     The statements are captured from the app's own code: its ``ListQuery`` and owner-scoped repository,
     called as the list route calls them (``page()`` with ``limit + 1`` rows and the filter's total).
     """
-    from sqlalchemy import event  # noqa: PLC0415 - the app's stack, only for this step
-    from sqlalchemy.ext.asyncio import AsyncSession  # noqa: PLC0415
+    from sqlalchemy.ext.asyncio import AsyncSession  # noqa: PLC0415 - the app's stack, only for this step
 
     from app.tasks.listing import ListQuery  # noqa: PLC0415
+    from db.database import DryRunExecutor  # noqa: PLC0415
     from db.engine import create_engine  # noqa: PLC0415
     from db.repositories import TaskRepository  # noqa: PLC0415
 
@@ -432,53 +432,40 @@ async def explain_list_queries(database_url: str, user_id: str) -> list[Explaine
             "GROUP BY t ORDER BY count(*) DESC, t LIMIT 1",
             user_id,
         )
+        variants = [
+            ("default", ListQuery(owner=user_id)),
+            ("status=pending", ListQuery(owner=user_id, status="pending")),
+            (f"tag={tag or 'work'}", ListQuery(owner=user_id, tags=(tag or "work",))),
+            ("sort=due_date", ListQuery(owner=user_id, sort="due_date")),
+            ("sort=priority", ListQuery(owner=user_id, sort="priority")),
+            ("q=report", ListQuery(owner=user_id, q="report")),
+        ]
+        plans: list[Explained] = []
+        engine = create_engine(database_url)  # never connects: Advanced Alchemy's session wants one
+        for variant, query in variants:
+            executor = DryRunExecutor("postgresql")
+            repository = TaskRepository(owner_id=user_id, session=AsyncSession(engine), executor=executor)
+            await repository.page(query, limit=EXPLAIN_PAGE + 1)  # records the statement it would run
+            [(statement, values)] = executor.calls
+            compiled = statement.for_postgres()
+            sql = compiled.sql
+            rows = await connection.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *compiled.arguments(values))
+            plan = "\n".join(str(row[0]) for row in rows)
+            timing = re.search(r"Execution Time: ([\d.]+) ms", plan)
+            plans.append(
+                Explained(
+                    variant=variant,
+                    kind="page + total",
+                    sql=" ".join(sql.split()),
+                    plan=plan,
+                    indexes=sorted(set(_INDEX_NODE.findall(plan))),
+                    seq_scan="Seq Scan on tasks" in plan,
+                    sort_node="Sort Key:" in plan,
+                    execution_ms=float(timing.group(1)) if timing else None,
+                )
+            )
     finally:
         await connection.close()
-    variants = [
-        ("default", ListQuery(owner=user_id)),
-        ("status=pending", ListQuery(owner=user_id, status="pending")),
-        (f"tag={tag or 'work'}", ListQuery(owner=user_id, tags=(tag or "work",))),
-        ("sort=due_date", ListQuery(owner=user_id, sort="due_date")),
-        ("sort=priority", ListQuery(owner=user_id, sort="priority")),
-        ("q=report", ListQuery(owner=user_id, q="report")),
-    ]
-    engine = create_engine(database_url)
-    captured: list[tuple[str, Any]] = []
-
-    def capture(*args: Any) -> None:  # before_cursor_execute(conn, cursor, statement, parameters, ...)
-        captured.append((args[2], args[3]))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", capture)
-    plans: list[Explained] = []
-    try:
-        async with AsyncSession(engine) as session:
-            for variant, query in variants:
-                repository = TaskRepository(owner_id=user_id, session=session)
-                captured.clear()
-                await repository.page(*query.filters(), order_by=query.order_by(), limit=EXPLAIN_PAGE + 1)
-                statements = [(sql, params) for sql, params in captured if "FROM tasks" in sql]
-                for number, (sql, params) in enumerate(statements, start=1):
-                    kind = "page + total" if len(statements) == 1 else f"statement {number}"
-                    result = await (await session.connection()).exec_driver_sql(
-                        "EXPLAIN (ANALYZE, BUFFERS) " + sql, params
-                    )
-                    plan = "\n".join(str(row[0]) for row in result)
-                    timing = re.search(r"Execution Time: ([\d.]+) ms", plan)
-                    plans.append(
-                        Explained(
-                            variant=variant,
-                            kind=kind,
-                            sql=" ".join(sql.split()),
-                            plan=plan,
-                            indexes=sorted(set(_INDEX_NODE.findall(plan))),
-                            seq_scan="Seq Scan on tasks" in plan,
-                            sort_node="Sort Key:" in plan,
-                            execution_ms=float(timing.group(1)) if timing else None,
-                        )
-                    )
-            await session.rollback()
-    finally:
-        await engine.dispose()
     return plans
 
 

@@ -3,7 +3,8 @@
 Both databases hold users with the same number of tasks each (seed them with ``bench.seed``: for example
 100 users x 100 tasks = 10k, and 10,000 users x 100 tasks = 1M). For each list variant this calls
 ``TaskRepository.page()`` (the statement the list route runs, with the owner condition) for the same
-number of users in each database and compares the medians. Issue 3's bar: within 1.2x.
+number of users in each database and compares the medians (each through the request path: one pooled
+connection, the statement built once per shape). Issue 3's bar: within 1.2x.
 
     uv run python -m bench.scaling \\
         --small postgresql://postgres@127.0.0.1:5432/bench_10k \\
@@ -21,10 +22,11 @@ import time
 from datetime import UTC, datetime
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.tasks.listing import ListQuery
-from db.engine import create_engine
+from db.database import open_database
+from db.engine import EngineOptions
 from db.models import Task
 from db.repositories import TaskRepository
 
@@ -46,10 +48,9 @@ VARIANTS: dict[str, dict[str, object]] = {
 
 async def time_lists(url: str, users: int, rounds: int) -> dict[str, float]:
     """Median milliseconds of one page (with its total) per variant, over ``users`` users x ``rounds``."""
-    engine = create_engine(url)
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    database = open_database(url, EngineOptions())
     try:
-        async with sessions() as session:
+        async with AsyncSession(database.engine) as session:
             owners = list((await session.scalars(select(Task.user_id).distinct().limit(users * 4))).all())
         chosen = random.Random(7).sample(owners, min(users, len(owners)))  # noqa: S311 - a sample, not a secret
         medians: dict[str, float] = {}
@@ -58,15 +59,14 @@ async def time_lists(url: str, users: int, rounds: int) -> dict[str, float]:
             for _ in range(rounds):
                 for owner in chosen:
                     query = ListQuery(owner=owner, **options)  # type: ignore[arg-type]
-                    async with sessions() as session:
-                        tasks = TaskRepository(owner_id=owner, session=session)
-                        started = time.perf_counter()
-                        await tasks.page(*query.filters(), order_by=query.order_by(), limit=LIMIT + 1)
-                        samples.append((time.perf_counter() - started) * 1000)
+                    tasks = TaskRepository(owner_id=owner, session=AsyncSession(database.engine), executor=database)
+                    started = time.perf_counter()
+                    await tasks.page(query, limit=LIMIT + 1)
+                    samples.append((time.perf_counter() - started) * 1000)
             medians[name] = statistics.median(samples)
         return medians
     finally:
-        await engine.dispose()
+        await database.close()
 
 
 async def main() -> int:

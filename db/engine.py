@@ -12,8 +12,9 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from db.connections import RetryingConnect, guard_checkouts
-from db.url import AsyncDatabaseURL, PoolerMode, behind_transaction_pooler, pooler_connect_args, translate_database_url
+from db.connections import RetryingConnect
+from db.pool import PoolOptions
+from db.url import AsyncDatabaseURL, PoolerMode, behind_transaction_pooler, translate_database_url
 
 # ``options=-c statement_timeout=…`` in DATABASE_URL (also ``--statement-timeout=…``) names its own value.
 _URL_STATEMENT_TIMEOUT = re.compile(r"statement[_-]timeout", re.IGNORECASE)
@@ -23,15 +24,16 @@ _URL_STATEMENT_TIMEOUT = re.compile(r"statement[_-]timeout", re.IGNORECASE)
 class EngineOptions:
     """Pool size and time limits for PostgreSQL: the ``DB_*`` settings (SQLite ignores them).
 
-    Defaults suit Neon: a small pool per worker, a request that cannot get a working connection within
-    about 2 s gets a 503, connections are replaced before Neon's idle cut-off (about 5 minutes).
+    Defaults serve one worker at 200 concurrent clients without a wait long enough to fail, keep the
+    connections a steady load needs open (no churn), answer 503 within about 2 s when the database cannot
+    be reached, and replace connections before Neon's idle cut-off (about 5 minutes).
     """
 
-    pool_size: int = 5
-    max_overflow: int = 5
-    pool_timeout: float = 1.0  # seconds a request waits for a free connection
+    pool_size: int = 10  # connections kept open once opened
+    max_overflow: int = 10  # further connections under load, closed after a minute unused
+    pool_timeout: float = 5.0  # seconds a request waits for a free connection while all are busy
     pool_recycle: int = 300  # seconds before a connection is replaced; 0 keeps it while it works
-    connect_timeout: float = 1.5  # seconds to get a working connection: ping, connect and its retries
+    connect_timeout: float = 1.5  # seconds to get a working connection: check, connect and its retries
     statement_timeout: float = 10.0  # seconds; PostgreSQL cancels longer statements; 0 is off
 
     @property
@@ -39,66 +41,93 @@ class EngineOptions:
         """``statement_timeout`` as PostgreSQL reads it (milliseconds; 0 is off)."""
         return round(self.statement_timeout * 1000)
 
+    def pool(self) -> PoolOptions:
+        """The request path's pool (``db.pool``) with these limits."""
+        return PoolOptions(
+            min_size=self.pool_size,
+            max_size=self.pool_size + self.max_overflow,
+            wait_timeout=self.pool_timeout,
+            connect_timeout=self.connect_timeout,
+            recycle=self.pool_recycle,
+        )
+
 
 # Migrations and other tools: no statement timeout (a long migration must finish) and a generous connect.
 TOOL_OPTIONS = EngineOptions(connect_timeout=10.0, statement_timeout=0.0)
 
 
-def engine_options(
-    database: AsyncDatabaseURL, options: EngineOptions = TOOL_OPTIONS, *, pooled: bool = False
-) -> dict[str, Any]:
-    """Keyword arguments for ``create_async_engine`` that suit the database behind ``database``.
+def connect_arguments(database: AsyncDatabaseURL, options: EngineOptions, *, pooled: bool) -> dict[str, Any]:
+    """Keyword arguments for ``asyncpg.connect`` besides the address: TLS, time limits, the pooler's needs.
 
     ``pooled``: a transaction-mode PgBouncer sits in front. It refuses startup parameters it does not know,
     ``statement_timeout`` among them, so there the statement timeout is the driver's: asyncpg cancels a
     statement still running after ``DB_STATEMENT_TIMEOUT`` (a 503, like the server's own timeout).
     """
-    engine_kwargs: dict[str, Any] = {"connect_args": dict(database.connect_args)}
-    connect_args = engine_kwargs["connect_args"]
-    if database.dialect == "postgresql":
-        # Pre-ping and recycle happen in db.connections (bounded in time), not in SQLAlchemy's pool.
-        engine_kwargs.update(
-            pool_size=options.pool_size,
-            max_overflow=options.max_overflow,
-            pool_timeout=options.pool_timeout,
-            pool_recycle=-1,
-        )
-        connect_args["async_creator_fn"] = RetryingConnect(options.connect_timeout)
-        server_settings = dict(connect_args.get("server_settings", {}))
-        if options.statement_timeout_ms and pooled:
-            connect_args["command_timeout"] = options.statement_timeout
-        elif options.statement_timeout_ms and not _URL_STATEMENT_TIMEOUT.search(server_settings.get("options", "")):
-            server_settings["statement_timeout"] = str(options.statement_timeout_ms)
-            # A client-side backstop for a statement whose connection hangs (the server never answers):
-            # later than the server's own timeout, which normally wins and keeps the connection usable.
-            connect_args["command_timeout"] = options.statement_timeout + 1.0
-        if server_settings:
-            connect_args["server_settings"] = server_settings
-    else:
+    arguments: dict[str, Any] = dict(database.connect_args)
+    server_settings = dict(arguments.get("server_settings", {}))
+    if options.statement_timeout_ms and pooled:
+        arguments["command_timeout"] = options.statement_timeout
+    elif options.statement_timeout_ms and not _URL_STATEMENT_TIMEOUT.search(server_settings.get("options", "")):
+        server_settings["statement_timeout"] = str(options.statement_timeout_ms)
+        # A client-side backstop for a statement whose connection hangs (the server never answers):
+        # later than the server's own timeout, which normally wins and keeps the connection usable.
+        arguments["command_timeout"] = options.statement_timeout + 1.0
+    if server_settings:
+        arguments["server_settings"] = server_settings
+    if pooled:
+        arguments["statement_cache_size"] = 0
+    return arguments
+
+
+def postgres_connector(database_url: str, options: EngineOptions, *, pooler: PoolerMode = "auto") -> RetryingConnect:
+    """What opens the request path's PostgreSQL connections: ``asyncpg.connect`` with the URL's address and
+    :func:`connect_arguments`, retried within ``DB_CONNECT_TIMEOUT`` (see ``db.connections``), or within the
+    URL's own ``connect_timeout`` when it has one (its ``budget``)."""
+    database = translate_database_url(database_url)
+    address: dict[str, Any] = database.url.translate_connect_args(username="user", database="database")
+    address.update(database.url.query)
+    arguments = {**address, **connect_arguments(database, options, pooled=behind_transaction_pooler(database, pooler))}
+    budget = float(arguments.pop("timeout", options.connect_timeout))
+    return RetryingConnect(budget, arguments)
+
+
+def engine_options(
+    database: AsyncDatabaseURL, options: EngineOptions = TOOL_OPTIONS, *, pooled: bool = False
+) -> dict[str, Any]:
+    """Keyword arguments for ``create_async_engine`` that suit the database behind ``database``."""
+    if database.dialect != "postgresql":
         # SQLite: one file, one writer. A busy timeout makes concurrent writers wait instead of failing.
-        connect_args.setdefault("timeout", 15)
-    return engine_kwargs
+        return {"connect_args": {**database.connect_args, "timeout": database.connect_args.get("timeout", 15)}}
+    connect_args = connect_arguments(database, options, pooled=pooled)
+    if pooled:
+        connect_args["prepared_statement_cache_size"] = 0  # SQLAlchemy's own statement cache, besides asyncpg's
+    connect_args["async_creator_fn"] = RetryingConnect(options.connect_timeout)
+    return {
+        "connect_args": connect_args,
+        "pool_size": options.pool_size,
+        "max_overflow": options.max_overflow,
+        "pool_timeout": options.pool_timeout,
+        "pool_recycle": options.pool_recycle or -1,
+    }
 
 
 def create_engine(
     database_url: str, options: EngineOptions = TOOL_OPTIONS, *, pooler: PoolerMode = "auto"
 ) -> AsyncEngine:
-    """Create the async engine for a ``DATABASE_URL`` exactly as a user wrote it.
+    """Create SQLAlchemy's async engine for a ``DATABASE_URL`` exactly as a user wrote it.
 
-    The service passes its settings' ``options``; tools (migrations, benchmarks) use ``TOOL_OPTIONS``.
-    ``pooler`` is ``DATABASE_POOLER``: whether a transaction-mode PgBouncer sits in front of the database.
+    Tools (migrations, ``manage.py check``, benchmarks) use it with ``TOOL_OPTIONS``; on SQLite it also
+    serves the requests (``db.database.SQLiteDatabase``). The request path on PostgreSQL has its own pool
+    (``db.pool``). ``pooler`` is ``DATABASE_POOLER``: whether a transaction-mode PgBouncer sits in front.
     """
     database = translate_database_url(database_url)
     sqlite_file = database.url.database if database.dialect == "sqlite" else None
     if sqlite_file and sqlite_file != ":memory:":
         Path(sqlite_file).parent.mkdir(parents=True, exist_ok=True)
     engine_kwargs = engine_options(database, options, pooled=behind_transaction_pooler(database, pooler))
-    engine_kwargs["connect_args"].update(pooler_connect_args(database, pooler))
     engine = create_async_engine(database.url, **engine_kwargs)
     if database.dialect == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-    else:
-        guard_checkouts(engine, budget=options.connect_timeout, recycle=options.pool_recycle)
     return engine
 
 

@@ -9,23 +9,27 @@ crash could leave behind: everything happens in the request's one transaction.
    same row, and one commit makes the key, the task and the response durable together (or none of them).
 2. A duplicate that arrives while the first is in flight blocks in that INSERT: on PostgreSQL on the unique
    index entry of the uncommitted row, on SQLite on the database's write lock (the engine's busy timeout
-   makes it wait rather than fail). When the first commits, the duplicate's INSERT does nothing and
+   makes it wait rather than fail). When the first commits, the duplicate's INSERT changes nothing and
    ``claim`` returns the stored response to replay; when the first rolls back (or its process dies, which
    ends its transaction), the duplicate's INSERT goes in and it proceeds as the first.
-3. On PostgreSQL the wait is bounded by ``lock_timeout`` (:attr:`IdempotencyKeyRepository.in_flight_wait`),
-   after which :class:`KeyInFlightError` says "still in progress, retry"; on SQLite by the busy timeout.
+3. On PostgreSQL the wait is bounded by the transaction's ``lock_timeout``
+   (:attr:`IdempotencyKeyRepository.in_flight_wait`, which the caller passes to
+   ``Database.transaction(lock_timeout=…)``), after which :class:`KeyInFlightError` says "still in
+   progress, retry"; on SQLite by the busy timeout.
+
+Expired keys of users who stopped sending requests are removed by ``manage.py purgekeys``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import bindparam, delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.database import DatabaseUnavailableError
 from db.models import IdempotencyKey
 from db.owned import OwnedTable
 
@@ -57,47 +61,74 @@ class IdempotencyKeyRepository(OwnedTable[IdempotencyKey]):
         """Take ``key`` for this transaction (``None``), or return the response stored for it within 24 hours.
 
         Waits while another transaction holds the key (see the module docstring); raises
-        :class:`KeyInFlightError` when that takes longer than :attr:`in_flight_wait` (PostgreSQL).
+        :class:`KeyInFlightError` when that takes longer than the transaction's lock timeout (PostgreSQL).
         """
+        dialect = self.executor.dialect_name
+
+        def build() -> Any:
+            values: dict[str, Any] = {
+                "key": bindparam("b_key"),
+                "request_hash": bindparam("b_hash"),
+                "created_at": bindparam("b_now"),
+            }
+            insert_ = self._insert(dialect, values).on_conflict_do_nothing(index_elements=["user_id", "key"])
+            return insert_.returning(IdempotencyKey.__table__.c.key)
+
         try:
-            if self.session.get_bind().dialect.name == "postgresql":
-                milliseconds = int(self.in_flight_wait.total_seconds() * 1000)
-                await self.session.execute(select(func.set_config("lock_timeout", f"{milliseconds}ms", True)))
             await self.purge_expired(now=now)
-            statement = (
-                self._insert({"key": key, "request_hash": request_hash, "created_at": now})
-                .on_conflict_do_nothing(index_elements=["user_id", "key"])
-                .returning(IdempotencyKey.key)
+            claimed = await self._fetchrow(
+                self._query("claim", build), {"b_key": key, "b_hash": request_hash, "b_now": now}
             )
-            if await self.session.scalar(statement) is not None:
-                return None
-        except DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+        except DatabaseUnavailableError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
                 raise KeyInFlightError(key) from None
             raise
+        if claimed is not None:
+            return None
         return await self.stored(key)
 
     async def stored(self, key: str) -> StoredResponse | None:
         """The request hash and response stored under ``key``, if the key exists."""
-        row: IdempotencyKey | None = await self.session.scalar(self._select().where(IdempotencyKey.key == key))
+
+        def build() -> Any:
+            table = IdempotencyKey.__table__
+            columns = (table.c.request_hash, table.c.response_status, table.c.response_headers, table.c.response_body)
+            return self._select(*columns).where(table.c.key == bindparam("b_key"))
+
+        row = await self._fetchrow(self._query("stored", build), {"b_key": key})
         if row is None:
             return None
         return StoredResponse(
-            request_hash=row.request_hash,
-            status=row.response_status,
-            headers=dict(row.response_headers or {}),
-            body=row.response_body,
+            request_hash=row["request_hash"],
+            status=row["response_status"],
+            headers=dict(row["response_headers"] or {}),
+            body=row["response_body"],
         )
 
     async def save_response(self, key: str, *, status: int, headers: dict[str, str], body: str) -> None:
         """Store the response to the request that claimed ``key`` (in the same transaction as its work)."""
-        values = {"response_status": status, "response_headers": headers, "response_body": body}
-        await self.session.execute(self._update(values).where(IdempotencyKey.key == key))
+
+        def build() -> Any:
+            table = IdempotencyKey.__table__
+            values = {
+                "response_status": bindparam("b_status"),
+                "response_headers": bindparam("b_headers", type_=table.c.response_headers.type),
+                "response_body": bindparam("b_body"),
+            }
+            return self._update(values).where(table.c.key == bindparam("b_key"))
+
+        values = {"b_key": key, "b_status": status, "b_headers": headers, "b_body": body}
+        await self._fetch(self._query("save", build), values)
 
     async def purge_expired(self, *, now: datetime) -> int:
         """Delete this user's keys older than :data:`KEY_LIFETIME`; returns how many."""
-        result = await self.session.execute(self._delete().where(IdempotencyKey.created_at < now - KEY_LIFETIME))
-        return int(getattr(result, "rowcount", 0) or 0)
+
+        def build() -> Any:
+            created_at = IdempotencyKey.__table__.c.created_at
+            expired = created_at < bindparam("b_expired_before", type_=created_at.type)
+            return self._delete().where(expired).returning(IdempotencyKey.__table__.c.key)
+
+        return len(await self._fetch(self._query("purge", build), {"b_expired_before": now - KEY_LIFETIME}))
 
 
 async def purge_every_users_expired_keys(session: AsyncSession, *, now: datetime) -> int:

@@ -5,12 +5,19 @@ This module is the only place in the code base that filters by user. Controllers
 
 How the scope is enforced (Advanced Alchemy 1.12):
 
-* Every read, count, exists, update and delete of ``SQLAlchemyAsyncRepository`` builds its statement
-  through ``_get_base_stmt``; overriding it adds ``WHERE <owner column> = :owner_id`` to all of them,
-  including statements that callers pass in through ``statement=``, which must select from the owned
-  table alone (an alias or a join would carry the filter on the wrong table).
-* Inserts (``add``, ``add_many``) are stamped with the owner; a row that names another owner, or picks
-  its own primary key (a duplicate key would reveal another owner's row), is refused.
+* Every statement carries the owner condition from one method, :meth:`OwnedRepository._scoped`:
+  ``WHERE <owner column> = <owner>``. Advanced Alchemy's own reads, counts, exists, updates and deletes build
+  their statements through ``_get_base_stmt``, which this class overrides to call it, including statements
+  that callers pass in through ``statement=`` (they must select from the owned table alone: an alias or a
+  join would carry the filter on the wrong table).
+* The request path (:meth:`~OwnedRepository.page`, :meth:`~OwnedRepository.get_row`,
+  :meth:`~OwnedRepository.insert_row`, :meth:`~OwnedRepository.update_values`,
+  :meth:`~OwnedRepository.delete_one`) runs statements built once per shape (``db/query.py``) in which the
+  owner is a required parameter, and every call supplies this repository's owner: a shared statement has no
+  owner of its own to leak. They run through an :class:`~db.database.Executor` (the database in autocommit,
+  or a transaction): one round trip each, no ORM session.
+* Inserts are stamped with the owner; a row that names another owner, or picks its own primary key (a
+  duplicate key would reveal another owner's row), is refused.
 * Writes that copy attributes from caller data (``update``, ``update_many``, ``get_and_update``) refuse
   data that names another owner or changes the primary key, so a row can never move to someone else.
 * The conditional writes (``update_values`` and ``delete_one`` with ``versions=``, the API's If-Match) put
@@ -29,27 +36,47 @@ it does not exercise with another owner's ids, so a method added by a future AA 
 
 Tables that need no Advanced Alchemy repository (the idempotency keys) get :class:`OwnedTable` instead: a
 handful of statement builders that carry the owner, so their repositories (``db/idempotency.py``) never
-write an owner condition of their own. ``tests/test_idempotency_keys.py`` probes those the same way.
+write an owner condition of their own. ``tests/test_idempotency.py`` probes those the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from typing import Any, ClassVar, Generic, NoReturn, TypeVar, cast
+import copy
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+from typing import Any, ClassVar, Generic, NoReturn, Protocol, Self, TypeVar, cast
 
-from advanced_alchemy.exceptions import NotFoundError, RepositoryError, wrap_sqlalchemy_exception
+from advanced_alchemy.exceptions import NotFoundError, RepositoryError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import ColumnElement, Delete, Select, Update, delete, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    delete,
+    false,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute
 from sqlalchemy.orm.strategy_options import _AbstractLoad
+from sqlalchemy.sql.schema import CallableColumnDefault, Column, ScalarElementColumnDefault
 
+from db.database import Executor, Row
 from db.models import Task
+from db.query import Query, QueryCache
 
 ModelT = TypeVar("ModelT", bound=Task)
 RowT = TypeVar("RowT", bound=DeclarativeBase)
 StatementT = TypeVar("StatementT")
+
+OWNER_PARAM = "owner_id"
+"""The name of the owner parameter in every shared statement; only :meth:`OwnedRepository._values` fills it."""
 
 
 class OwnerScopeError(RepositoryError):
@@ -60,32 +87,91 @@ class StaleVersionError(RepositoryError):
     """A conditional write found the owner's row at a version other than the ones it was given."""
 
 
+class PageSpec(Protocol):
+    """A page of a list, as the repository needs it (``app.tasks.listing.ListQuery`` is one).
+
+    Its clauses use named bind parameters only; ``values`` gives their values for one request, and ``shape``
+    says which statement they make, so the statement is built once per shape.
+    """
+
+    @property
+    def shape(self) -> Hashable:
+        """Equal for requests whose statements are equal but for their values."""
+        ...
+
+    @property
+    def after_position(self) -> bool:
+        """True when the page starts after a keyset position (a cursor)."""
+        ...
+
+    def filters(self) -> list[ColumnElement[bool]]:
+        """WHERE clauses of the filters (what the total counts)."""
+        ...
+
+    def after(self) -> ColumnElement[bool] | None:
+        """The keyset condition, or ``None`` on the first page."""
+        ...
+
+    def order_by(self) -> list[ColumnElement[Any]]:
+        """The sort, with a unique tie-break."""
+        ...
+
+    def values(self) -> dict[str, Any]:
+        """The values of the bind parameters in the clauses above."""
+        ...
+
+
+TOTAL = "_total"
+
+
 class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
     """A repository bound to one owner: it can only see, change, delete and create that owner's rows.
 
     Subclasses set ``model_type``; ``owner_attribute`` names the owner column (default ``user_id``) and
-    ``version_attribute`` the write counter (default ``version``).
+    ``version_attribute`` the write counter (default ``version``). ``executor`` runs the request path's
+    statements (the :class:`~db.database.Database`, or a transaction of it); ``session`` serves Advanced
+    Alchemy's own methods.
     """
 
     owner_attribute: ClassVar[str] = "user_id"
     version_attribute: ClassVar[str] = "version"
+    _queries: ClassVar[QueryCache]
+    _default_statement: ClassVar[Select[Any]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._queries = QueryCache()  # per model: shapes of one table
 
     def __init__(
         self,
         *,
         owner_id: str,
         session: AsyncSession | async_scoped_session[AsyncSession],
+        executor: Executor | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(owner_id, str) or not owner_id:
             raise OwnerScopeError(detail="an owned repository needs a non-empty owner id")
         if kwargs.get("cache_manager") is not None:
             raise OwnerScopeError(detail="an owned repository cannot be cached: cache keys ignore the owner")
+        statement = kwargs.get("statement")
+        if statement is not None:
+            self._check_statement(statement)  # once here, so the hot path can trust ``self.statement``
+        else:  # statements are immutable: one default per class instead of a new select() per request
+            kwargs["statement"] = self._class_statement()
         super().__init__(session=session, **kwargs)
         self.owner_id = owner_id
-        self._check_statement(self.statement)  # once here, so the hot path can trust ``self.statement``
+        self.executor = executor
         # AA also picks a cache manager up from ``session.info``; its keys ignore the owner, so never use one.
         self._cache_manager = None
+
+    @classmethod
+    def _class_statement(cls) -> Select[Any]:
+        statement = cls.__dict__.get("_default_statement")
+        if statement is None:
+            statement = select(cls.model_type)
+            cls._default_statement = statement
+        return statement
 
     @property
     def owner_column(self) -> InstrumentedAttribute[str]:
@@ -93,7 +179,24 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
         column: InstrumentedAttribute[str] = getattr(self.model_type, self.owner_attribute)
         return column
 
-    # -- the one hook every read, count, update and delete goes through ------------------------------------
+    @property
+    def _table(self) -> Table:
+        return cast("Table", self.model_type.__table__)
+
+    # -- the one place that adds the owner condition -------------------------------------------------------
+
+    def _scoped(self, statement: StatementT, *, shared: bool = False) -> StatementT:
+        """``statement`` confined to this owner's rows.
+
+        ``shared``: the statement is built once and run for every owner (the request path), so the owner is
+        a required parameter that :meth:`_values` fills from this repository on every call; otherwise it is
+        this repository's owner id itself (Advanced Alchemy's methods, run by the session).
+        """
+        owner: Any = self.owner_id
+        if shared:
+            owner = bindparam(OWNER_PARAM, type_=self._table.c[self.owner_attribute].type, required=True)
+        scoped: StatementT = statement.where(self.owner_column == owner)  # type: ignore[attr-defined]
+        return scoped
 
     def _get_base_stmt(  # type: ignore[override]  # AA declares it static; the scope needs the owner.
         self,
@@ -109,8 +212,7 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
             loader_options=loader_options,
             execution_options=execution_options,
         )
-        scoped: StatementT = statement.where(self.owned())  # type: ignore[attr-defined]
-        return scoped
+        return self._scoped(statement)
 
     def _check_statement(self, statement: object) -> None:
         # An alias or a join would carry the owner filter on a table other than the one it reads.
@@ -127,38 +229,172 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
         column: ColumnElement[int] = getattr(self.model_type, self.version_attribute)
         return column
 
-    async def page(
-        self,
-        *filters: ColumnElement[bool],
-        after: ColumnElement[bool] | None = None,
-        order_by: Sequence[ColumnElement[Any]] = (),
-        limit: int,
-    ) -> tuple[list[Any], int]:
-        """One page of this owner's rows and how many match ``filters`` in all, in one round trip.
+    # -- the request path: shared statements through the executor ------------------------------------------
 
-        Returns plain rows of the model's columns (no ORM objects: a list does not need them), at most
-        ``limit``, that match ``filters`` and ``after`` (the keyset position) in ``order_by``; the total
-        ignores ``after``. Both parts carry the owner condition.
+    def bound_to(self, executor: Executor) -> Self:
+        """This owner's repository running its statements through ``executor`` (a transaction, say)."""
+        bound = copy.copy(self)
+        bound.executor = executor
+        return bound
+
+    def _executor(self) -> Executor:
+        if self.executor is None:
+            raise RuntimeError(f"{type(self).__name__} needs an executor (the Database) for this method")
+        return self.executor
+
+    def _values(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The values of one call of a shared statement, with this repository's owner (never another)."""
+        return {**values, OWNER_PARAM: self.owner_id}
+
+    def _query(self, shape: Hashable, build: Callable[[], Any]) -> Query:
+        return self._queries.get(shape, build)
+
+    def _key_param(self) -> Any:
+        [pk] = self._table.primary_key.columns
+        return pk == bindparam("_key", type_=pk.type)
+
+    @property
+    def _columns(self) -> list[Column[Any]]:
+        return list(self._table.columns)
+
+    async def page(self, spec: PageSpec, *, limit: int) -> tuple[list[Row], int]:
+        """One page of this owner's rows and how many match the filters in all, in one round trip.
+
+        At most ``limit`` rows (as mappings of column name to value, plus ``_total``) that match the filters
+        and the keyset position, in the spec's order; the total ignores the position. Past the last row of a
+        cursor's list a second statement counts the total.
         """
-        table = self.model_type.__table__
-        total = (
-            select(func.count())
-            .select_from(table)
-            .where(self.owned(), *filters)
-            .correlate(None)  # a count of its own, not one per outer row
-            .scalar_subquery()
-            .label("_total")
+        executor = self._executor()
+
+        def build() -> Any:
+            table = self._table
+            total = (
+                self._scoped(select(func.count()).select_from(table), shared=True)
+                .where(*spec.filters())
+                .correlate(None)  # a count of its own, not one per outer row
+                .scalar_subquery()
+                .label(TOTAL)
+            )
+            after = spec.after()
+            conditions = spec.filters() if after is None else [*spec.filters(), after]
+            statement = select(*table.columns, total).where(*conditions).order_by(*spec.order_by())
+            return self._scoped(statement, shared=True).limit(bindparam("_limit"))
+
+        values = self._values(spec.values())
+        rows = await executor.fetch(
+            self._query(("page", spec.shape), build), {**values, "_limit": limit}, read_only=True
         )
-        conditions = [self.owned(), *filters] if after is None else [self.owned(), *filters, after]
-        statement = select(*table.columns, total).where(*conditions).order_by(*order_by).limit(limit)
-        with wrap_sqlalchemy_exception(
-            error_messages=self.error_messages, dialect_name=self._dialect.name, wrap_exceptions=self.wrap_exceptions
-        ):
-            rows = list((await self.session.execute(statement)).all())
-            if rows:
-                return rows, int(rows[0]._total)
-            # Past the last row (or nothing matches): the total still counts the filters.
-            return [], int(await self.session.scalar(select(total)) or 0)
+        if rows:
+            return rows, int(rows[0][TOTAL])
+        if not spec.after_position:  # nothing matches the filters at all
+            return [], 0
+
+        def build_count() -> Any:
+            table = self._table
+            return self._scoped(select(func.count().label(TOTAL)).select_from(table), shared=True).where(
+                *spec.filters()
+            )
+
+        row = await executor.fetchrow(self._query(("count", spec.shape), build_count), values, read_only=True)
+        return [], int(row[TOTAL]) if row else 0
+
+    async def get_row(self, item_id: Any) -> Row:
+        """One of this owner's rows by primary key, as a mapping; ``NotFoundError`` when it is not theirs."""
+
+        def build() -> Any:
+            return self._scoped(select(*self._columns), shared=True).where(self._key_param())
+
+        values = self._values({"_key": item_id})
+        row = await self._executor().fetchrow(self._query(("get",), build), values, read_only=True)
+        if row is None:
+            raise NotFoundError(detail="No item found when one was expected")
+        return row
+
+    async def insert_row(self, values: Mapping[str, Any]) -> Row:
+        """Insert one row of this owner in one ``INSERT … RETURNING``; columns not given take their defaults."""
+        refused = {self.owner_attribute, *self.pk_attr_names} & set(values)
+        if refused:
+            raise OwnerScopeError(detail=f"new rows get {', '.join(sorted(refused))} from the repository")
+        row_values = {**_python_defaults(self._columns, insert=True), **values}
+        names = tuple(sorted(row_values))
+
+        def build() -> Any:
+            owner = bindparam(OWNER_PARAM, type_=self._table.c[self.owner_attribute].type, required=True)
+            columns: dict[str, Any] = {name: bindparam(name) for name in names}
+            table = self._table
+            return insert(table).values({**columns, self.owner_attribute: owner}).returning(*table.columns)
+
+        row = await self._executor().fetchrow(self._query(("insert", names), build), self._values(row_values))
+        if row is None:  # pragma: no cover - INSERT … RETURNING returns its row
+            raise RepositoryError(detail="the insert returned nothing")
+        return row
+
+    async def update_values(
+        self, item_id: Any, values: Mapping[str, Any], *, versions: Collection[int] | None = None
+    ) -> Row:
+        """Set ``values`` on one of this owner's rows in one ``UPDATE … RETURNING``; its version goes up by 1.
+
+        A value may be a SQL expression (``{"completed": not_(Task.completed)}``), which makes a
+        read-modify-write change atomic; pass the same expression object each time (it is part of the
+        statement's shape). With ``versions``, the row is changed only if its version is one of them, checked
+        in the same statement's WHERE clause. Raises ``NotFoundError`` when the row does not exist or belongs
+        to another owner, and ``StaleVersionError`` when it exists at another version.
+        """
+        protected = {self.owner_attribute, self.version_attribute, *self.pk_attr_names} & set(values)
+        if protected:
+            raise OwnerScopeError(detail=f"cannot change {', '.join(sorted(protected))}")
+        row_values = {**_python_defaults(self._columns, insert=False), **values}
+        plain = {name: value for name, value in row_values.items() if not isinstance(value, ColumnElement)}
+        expressions = tuple(sorted((n, v) for n, v in row_values.items() if isinstance(v, ColumnElement)))
+        wanted = sorted(versions) if versions is not None else None
+        shape = ("update", tuple(sorted(plain)), tuple((n, id(e)) for n, e in expressions), _count(wanted))
+
+        def build() -> Any:
+            table = self._table
+            sets: dict[str, Any] = {name: bindparam(f"_set_{name}") for name in plain}
+            sets.update(dict(expressions))
+            sets[self.version_attribute] = self.version_column + 1
+            statement = self._scoped(update(table), shared=True).where(self._key_param())
+            return _with_versions(statement, self.version_column, wanted).values(sets).returning(*table.columns)
+
+        call = {f"_set_{name}": value for name, value in plain.items()} | _version_values(wanted)
+        executor = self._executor()
+        row = await executor.fetchrow(self._query(shape, build), self._values({**call, "_key": item_id}))
+        if row is None:
+            if wanted is not None and await self._exists(item_id):
+                raise StaleVersionError(detail="the row has changed since the expected version")
+            raise NotFoundError(detail="No item found when one was expected")
+        return row
+
+    async def delete_one(self, item_id: Any, *, versions: Collection[int] | None = None) -> None:
+        """Delete one of this owner's rows in one ``DELETE`` statement (no read first).
+
+        With ``versions``, only if the row's version is one of them, checked in the same statement. Raises
+        ``NotFoundError`` when the row does not exist or belongs to another owner, and ``StaleVersionError``
+        when it exists at another version.
+        """
+        wanted = sorted(versions) if versions is not None else None
+
+        def build() -> Any:
+            table = self._table
+            statement = self._scoped(delete(table), shared=True).where(self._key_param())
+            [pk] = table.primary_key.columns
+            return _with_versions(statement, self.version_column, wanted).returning(pk)
+
+        values = self._values({"_key": item_id} | _version_values(wanted))
+        if await self._executor().fetchrow(self._query(("delete", _count(wanted)), build), values) is not None:
+            return
+        if wanted is not None and await self._exists(item_id):
+            raise StaleVersionError(detail="the row has changed since the expected version")
+        raise NotFoundError(detail="No item found when one was expected")
+
+    async def _exists(self, item_id: Any) -> bool:
+        # Asked only after a conditional write changed nothing: is the row gone (404) or elsewhere (412)?
+        def build() -> Any:
+            return self._scoped(select(self.version_column), shared=True).where(self._key_param())
+
+        row = await self._executor().fetchrow(self._query(("exists",), build), self._values({"_key": item_id}))
+        return row is not None
 
     # -- writes that take rows from the caller -------------------------------------------------------------
 
@@ -223,79 +459,6 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
                 raise OwnerScopeError(detail="cannot change a row's primary key")
         return await super().get_and_update(*filters, **kwargs)
 
-    async def update_values(
-        self, item_id: int, values: Mapping[str, Any], *, versions: Collection[int] | None = None
-    ) -> ModelT:
-        """Set ``values`` on one of this owner's rows in one ``UPDATE … RETURNING`` statement; its version goes up by 1.
-
-        Values may be SQL expressions (``{"completed": ~Task.completed}``), which makes read-modify-write
-        changes atomic. With ``versions``, the row is changed only if its version is one of them, checked in
-        the same statement's WHERE clause. Raises ``NotFoundError`` when the row does not exist or belongs to
-        another owner, and ``StaleVersionError`` when it exists at another version.
-        """
-        protected = {self.owner_attribute, self.version_attribute, *self.pk_attr_names} & set(values)
-        if protected:
-            raise OwnerScopeError(detail=f"cannot change {', '.join(sorted(protected))}")
-        statement = (
-            self._get_base_stmt(
-                statement=update(self.model_type),
-                loader_options=None,
-                execution_options={"synchronize_session": False, "populate_existing": True},
-            )
-            .where(self._build_pk_filter(item_id))
-            .values(**values, **{self.version_attribute: self.version_column + 1})
-            .returning(self.model_type)
-        )
-        if versions is not None:
-            statement = statement.where(self.version_column.in_(list(versions)))
-        with wrap_sqlalchemy_exception(
-            error_messages=self.error_messages,
-            dialect_name=self._dialect.name,
-            wrap_exceptions=self.wrap_exceptions,
-        ):
-            instance = (await self.session.scalars(statement)).one_or_none()
-            stale = instance is None and versions is not None and await self._exists(item_id)
-        if stale:
-            raise StaleVersionError(detail="the row has changed since the expected version")
-        return self.check_not_found(instance)
-
-    async def delete_one(self, item_id: int, *, versions: Collection[int] | None = None) -> None:
-        """Delete one of this owner's rows in one ``DELETE`` statement (no read first).
-
-        With ``versions``, only if the row's version is one of them, checked in the same statement. Raises
-        ``NotFoundError`` when the row does not exist or belongs to another owner, and ``StaleVersionError``
-        when it exists at another version.
-        """
-        statement = (
-            self._get_base_stmt(
-                statement=delete(self.model_type),
-                loader_options=None,
-                execution_options={"synchronize_session": False},
-            )
-            .where(self._build_pk_filter(item_id))
-            .returning(*(getattr(self.model_type, name) for name in self.pk_attr_names))
-        )
-        if versions is not None:
-            statement = statement.where(self.version_column.in_(list(versions)))
-        with wrap_sqlalchemy_exception(
-            error_messages=self.error_messages,
-            dialect_name=self._dialect.name,
-            wrap_exceptions=self.wrap_exceptions,
-        ):
-            deleted = (await self.session.execute(statement)).first() is not None
-            stale = not deleted and versions is not None and await self._exists(item_id)
-        if stale:
-            raise StaleVersionError(detail="the row has changed since the expected version")
-        if not deleted:
-            raise NotFoundError(detail="No item found when one was expected")
-
-    async def _exists(self, item_id: int) -> bool:
-        # Asked only after a conditional write changed nothing: is the row gone (404) or elsewhere (412)?
-        statement = self._get_base_stmt(
-            statement=select(self.version_column), loader_options=None, execution_options=None
-        ).where(self._build_pk_filter(item_id))
-        return await self.session.scalar(statement) is not None
-
     async def delete_many(self, item_ids: list[Any], **kwargs: Any) -> list[ModelT]:
         """Delete this owner's rows among ``item_ids``; other owners' ids are skipped."""
         if self.has_composite_pk and kwargs.get("id_attribute") is None:
@@ -324,44 +487,102 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
 class OwnedTable(Generic[RowT]):
     """One owner's rows of a table that needs no Advanced Alchemy repository: statement builders with the owner.
 
-    Subclasses set ``model_type`` and build every statement through ``_select``, ``_insert``, ``_update`` and
-    ``_delete``: reads, updates and deletes are confined to ``owner_id``'s rows, inserts are stamped with it,
-    and no values may name the owner column. Put the owner column first in the table's primary key, so an
-    insert's conflict (``ON CONFLICT``) can only ever be with the same owner's row.
+    Subclasses set ``model_type``, build every statement once (``_query``) through ``_select``, ``_insert``,
+    ``_update`` and ``_delete`` and run it with ``_fetch``/``_fetchrow``: reads, updates and deletes are
+    confined to ``owner_id``'s rows, inserts are stamped with it, and no values may name the owner column.
+    Put the owner column first in the table's primary key, so an insert's conflict (``ON CONFLICT``) can only
+    ever be with the same owner's row.
     """
 
     model_type: ClassVar[type[DeclarativeBase]]
     owner_attribute: ClassVar[str] = "user_id"
+    _queries: ClassVar[QueryCache]
 
-    def __init__(self, *, owner_id: str, session: AsyncSession) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._queries = QueryCache()
+
+    def __init__(self, *, owner_id: str, executor: Executor) -> None:
         if not isinstance(owner_id, str) or not owner_id:
             raise OwnerScopeError(detail="an owned table needs a non-empty owner id")
         self.owner_id = owner_id
-        self.session = session
+        self.executor = executor
 
-    def owned(self) -> ColumnElement[bool]:
-        """The owner condition: ``<owner column> = :owner_id``."""
-        column: ColumnElement[str] = getattr(self.model_type, self.owner_attribute)
-        return column == self.owner_id
+    @classmethod
+    def _owner(cls) -> Any:
+        column: ColumnElement[str] = getattr(cls.model_type, cls.owner_attribute)
+        return column, bindparam(OWNER_PARAM, type_=column.type, required=True)
 
-    def _values(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        if self.owner_attribute in values:
-            raise OwnerScopeError(detail=f"cannot set {self.owner_attribute}")
+    @classmethod
+    def _checked(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        if cls.owner_attribute in values:
+            raise OwnerScopeError(detail=f"cannot set {cls.owner_attribute}")
         return dict(values)
 
-    def _select(self, *columns: Any) -> Select[Any]:
-        statement = select(*columns) if columns else select(self.model_type)
-        if statement.get_final_froms() != [self.model_type.__table__]:
+    @classmethod
+    def _select(cls, *columns: Any) -> Select[Any]:
+        statement = select(*columns) if columns else select(cls.model_type)
+        if statement.get_final_froms() != [cls.model_type.__table__]:
             raise OwnerScopeError(detail="owned statements must select from the owned table alone")
-        return statement.where(self.owned())
+        column, owner = cls._owner()
+        return statement.where(column == owner)
 
-    def _insert(self, values: Mapping[str, Any]) -> postgresql.Insert | sqlite.Insert:
+    @classmethod
+    def _insert(cls, dialect_name: str, values: Mapping[str, Any]) -> postgresql.Insert | sqlite.Insert:
         # The dialect's own INSERT, for ON CONFLICT; the conflict target always includes the owner column.
-        insert = postgresql.insert if self.session.get_bind().dialect.name == "postgresql" else sqlite.insert
-        return insert(self.model_type).values({**self._values(values), self.owner_attribute: self.owner_id})
+        insert_ = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+        _, owner = cls._owner()
+        return insert_(cls.model_type).values({**cls._checked(values), cls.owner_attribute: owner})
 
-    def _update(self, values: Mapping[str, Any]) -> Update:
-        return update(self.model_type).where(self.owned()).values(self._values(values))
+    @classmethod
+    def _update(cls, values: Mapping[str, Any]) -> Update:
+        column, owner = cls._owner()
+        return update(cls.model_type).where(column == owner).values(cls._checked(values))
 
-    def _delete(self) -> Delete:
-        return delete(self.model_type).where(self.owned())
+    @classmethod
+    def _delete(cls) -> Delete:
+        column, owner = cls._owner()
+        return delete(cls.model_type).where(column == owner)
+
+    def _query(self, shape: Hashable, build: Callable[[], Any]) -> Query:
+        return self._queries.get((self.executor.dialect_name, shape), build)
+
+    async def _fetch(self, query: Query, values: Mapping[str, Any]) -> list[Row]:
+        return await self.executor.fetch(query, {**values, OWNER_PARAM: self.owner_id})
+
+    async def _fetchrow(self, query: Query, values: Mapping[str, Any]) -> Row | None:
+        return await self.executor.fetchrow(query, {**values, OWNER_PARAM: self.owner_id})
+
+
+def _count(versions: Sequence[int] | None) -> int | None:
+    return None if versions is None else len(versions)
+
+
+def _with_versions(statement: StatementT, column: ColumnElement[int], versions: Sequence[int] | None) -> StatementT:
+    """``statement`` limited to rows at one of ``versions`` (as parameters ``_version_0``, …); none: unlimited."""
+    if versions is None:
+        return statement
+    allowed = [bindparam(f"_version_{i}", type_=column.type) for i in range(len(versions))]
+    condition = column.in_(allowed) if allowed else false()  # no version can match
+    limited: StatementT = statement.where(condition)  # type: ignore[attr-defined]
+    return limited
+
+
+def _version_values(versions: Sequence[int] | None) -> dict[str, Any]:
+    return {f"_version_{i}": version for i, version in enumerate(versions or ())}
+
+
+def _python_defaults(columns: Sequence[Column[Any]], *, insert: bool) -> dict[str, Any]:
+    """The values SQLAlchemy would fill in itself: Python-side ``default`` (insert) or ``onupdate`` (update).
+
+    Shared statements reach the driver without SQLAlchemy's execution step, so the repository fills them.
+    Server-side defaults are left to the database.
+    """
+    values: dict[str, Any] = {}
+    for column in columns:
+        default = column.default if insert else column.onupdate
+        if isinstance(default, ScalarElementColumnDefault):
+            values[column.key] = default.arg
+        elif isinstance(default, CallableColumnDefault):
+            values[column.key] = default.arg(cast("Any", None))  # SQLAlchemy wraps it to take a context
+    return values

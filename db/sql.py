@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, cast, exists, func, literal, select, type_coerce
+from sqlalchemy import BindParameter, ColumnElement, String, cast, exists, func, literal, select, type_coerce
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute
@@ -13,37 +15,40 @@ from sqlalchemy.types import Boolean
 
 
 class ContainsAll(ColumnElement[bool]):
-    """``column`` (a tag list) holds every one of ``values``.
+    """``column`` (a tag list) holds every one of ``values`` (strings, or bound parameters that hold them).
 
-    PostgreSQL: ``column @> ARRAY[...]``. SQLite: one ``EXISTS (… json_each …)`` per value.
+    PostgreSQL: ``column @> ARRAY[...]::VARCHAR[]``. SQLite: one ``EXISTS (… json_each …)`` per value.
     """
 
     inherit_cache = False
     type = Boolean()
 
-    def __init__(self, column: ColumnElement[Any] | InstrumentedAttribute[Any], values: list[str]) -> None:
+    def __init__(
+        self, column: ColumnElement[Any] | InstrumentedAttribute[Any], values: Sequence[str | BindParameter[Any]]
+    ) -> None:
         self.column = column
-        self.values = values
+        self.values = [v if isinstance(v, BindParameter) else literal(v, String()) for v in values]
 
 
 @compiles(ContainsAll, "postgresql")
 def _contains_all_postgresql(element: ContainsAll, compiler: SQLCompiler, **kw: Any) -> str:
-    array = type_coerce(element.column, ARRAY(String))
-    # An explicit varchar[] so the operator matches the column's type even when values are inlined as literals.
-    values = cast(literal(element.values, ARRAY(String)), ARRAY(String))
-    return compiler.process(array.contains(values), **kw)
+    column = type_coerce(element.column, ARRAY(String))
+    # An explicit varchar[] so the operator matches the column's type whatever the values' own types.
+    values = cast(postgresql.array([type_coerce(v, String()) for v in element.values]), ARRAY(String))
+    return compiler.process(column.contains(values), **kw)
 
 
 @compiles(ContainsAll)
 def _contains_all_default(element: ContainsAll, compiler: SQLCompiler, **kw: Any) -> str:
     each = func.json_each(element.column).table_valued("value")
     value: Any = each.c.value
-    clauses = [exists(select(1).select_from(each).where(value == literal(v))) for v in element.values]
+    clauses = [exists(select(1).select_from(each).where(value == v)) for v in element.values]
     return " AND ".join(f"({compiler.process(clause, **kw)})" for clause in clauses) or "1 = 1"
 
 
 class FoldedLike(ColumnElement[bool]):
-    """``column`` matches a LIKE ``pattern`` (``\\`` escapes) ignoring case, for all of Unicode on both databases.
+    """``column`` matches a LIKE ``pattern`` (``\\`` escapes; a string or a bound parameter) ignoring case, for
+    all of Unicode on both databases.
 
     PostgreSQL: ``ILIKE`` (Unicode lower-casing). SQLite's own ``lower()``/``LIKE`` fold only ASCII, so there
     both sides go through ``unicode_lower()``, Python's ``str.lower`` registered by ``db.engine`` on every
@@ -53,9 +58,11 @@ class FoldedLike(ColumnElement[bool]):
     inherit_cache = False
     type = Boolean()
 
-    def __init__(self, column: ColumnElement[Any] | InstrumentedAttribute[Any], pattern: str) -> None:
+    def __init__(
+        self, column: ColumnElement[Any] | InstrumentedAttribute[Any], pattern: str | BindParameter[Any]
+    ) -> None:
         self.column = column
-        self.pattern = pattern
+        self.pattern = pattern if isinstance(pattern, BindParameter) else literal(pattern, String())
 
 
 @compiles(FoldedLike, "postgresql")
@@ -65,5 +72,5 @@ def _folded_like_postgresql(element: FoldedLike, compiler: SQLCompiler, **kw: An
 
 @compiles(FoldedLike)
 def _folded_like_default(element: FoldedLike, compiler: SQLCompiler, **kw: Any) -> str:
-    folded = func.unicode_lower(element.column).like(func.unicode_lower(literal(element.pattern)), escape="\\")
+    folded = func.unicode_lower(element.column).like(func.unicode_lower(element.pattern), escape="\\")
     return compiler.process(folded, **kw)

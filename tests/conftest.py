@@ -23,6 +23,8 @@ from sqlalchemy.engine import make_url
 from app.asgi import build_app
 from app.auth.tokens import issue_token
 from config.settings import Settings
+from db.database import Database, open_database
+from db.engine import EngineOptions
 from db.schema import upgrade
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
@@ -125,3 +127,11 @@ def auth(settings: Settings) -> Callable[..., dict[str, str]]:
         return {"Authorization": f"Bearer {issue_token(settings, user_id, expires_in)}"}
 
     return headers
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """The request path's database (``db.database``) on each backend, as the app opens it."""
+    opened = open_database(database_url, EngineOptions())
+    yield opened
+    await opened.close()

@@ -9,6 +9,8 @@ The fault tests point ``DATABASE_URL`` at this proxy and cut the database off fo
   ``up()`` they flow on, as they would after a partition heals.
 * ``sever()``: cut every open connection from the server side (Neon dropping idle connections), and
   keep accepting new ones.
+* ``sever_silently()``: the server side of every open connection is gone, but the client is only told
+  (with a reset) when it next sends something: a connection that looks fine until a statement is on it.
 * ``up()``: accept and forward again.
 
 Cold starts are driven by counts, not by timing: ``reject_next(n, ...)`` answers the next ``n``
@@ -17,6 +19,9 @@ then forwards again; ``delay_next(n, seconds)`` holds the next ``n`` connections
 
 The port stays reserved while the proxy refuses: a socket bound to it without listening (which the
 kernel answers with a reset, i.e. a refused connect) keeps anything else from taking it.
+
+With ``record=True`` the proxy also reads what clients say (``tests/pg_wire.py``): ``proxy.wire`` lists every
+statement and counts the round trips.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import socket
 import struct
 from dataclasses import dataclass, field
 from typing import Literal
+
+from tests.pg_wire import WireLog
 
 Rejection = Literal["reset", "starting-up"]
 _SSL_REQUEST_CODE = 80877103
@@ -40,6 +47,7 @@ class _Link:
     client: asyncio.StreamWriter
     upstream: asyncio.StreamWriter | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    silent: bool = False  # the server side is gone; the client hears of it when it next sends
 
     def abort(self) -> None:
         for writer in (self.client, self.upstream):
@@ -52,8 +60,9 @@ class _Link:
 class TcpProxy:
     """Forward ``127.0.0.1:<port>`` to ``upstream``; start with :meth:`start`, stop with :meth:`close`."""
 
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int, *, record: bool = False) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.wire = WireLog() if record else None
         self._reservation = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._reservation.bind(("127.0.0.1", 0))
@@ -108,6 +117,13 @@ class TcpProxy:
             link.abort()
         self._links.clear()
 
+    def sever_silently(self) -> None:
+        """Drop the server side of every open connection; each client gets a reset when it next sends."""
+        for link in list(self._links):
+            link.silent = True
+            if link.upstream is not None:
+                link.upstream.transport.abort()
+
     def reject_next(self, count: int, how: Rejection) -> None:
         """Answer the next ``count`` connections with a reset, or with PostgreSQL's 57P03 startup error."""
         self._rejections.extend([how] * count)
@@ -151,18 +167,24 @@ class TcpProxy:
                 return
             self.forwarded += 1
             link.tasks = [
-                asyncio.create_task(self._pump(reader, up_writer)),
-                asyncio.create_task(self._pump(up_reader, writer)),
+                asyncio.create_task(self._pump(reader, up_writer, link, from_client=True)),
+                asyncio.create_task(self._pump(up_reader, writer, link, from_client=False)),
             ]
             await asyncio.wait(link.tasks, return_when=asyncio.FIRST_COMPLETED)
+            if link.silent:  # keep the client side open until it speaks (its pump then resets it)
+                await asyncio.wait(link.tasks[:1])
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
             link.abort()
             self._links.discard(link)
             self._handlers.discard(task)
+            if self.wire is not None:
+                self.wire.closed(id(link))
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link, *, from_client: bool
+    ) -> None:
         with contextlib.suppress(OSError):
             while True:
                 await self._flowing.wait()
@@ -170,15 +192,19 @@ class TcpProxy:
                 if not data:
                     return
                 await self._flowing.wait()  # read just as the black hole opened: hold it
+                if link.silent:
+                    if from_client:
+                        _reset(link.client)
+                    return
+                if from_client and self.wire is not None:
+                    self.wire.feed(id(link), data)
                 writer.write(data)
                 await writer.drain()
 
     @staticmethod
     async def _reject(how: Rejection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if how == "reset":
-            sock = writer.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
+            _reset(writer)
             return
         # Speak just enough of the protocol to refuse as a PostgreSQL that is still starting up does.
         while True:
@@ -193,3 +219,11 @@ class TcpProxy:
         writer.write(b"E" + struct.pack("!i", len(fields) + 4) + fields)
         await writer.drain()
         writer.close()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a reset (RST), as a peer that is gone does, not with an orderly FIN."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()

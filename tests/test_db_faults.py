@@ -31,7 +31,7 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -40,7 +40,9 @@ from app.asgi import build_app
 from app.auth.tokens import issue_token
 from app.errors import _is_database_unavailable
 from config.settings import Settings, SettingsError
+from db.database import PostgresDatabase, open_database
 from db.engine import EngineOptions, create_engine
+from db.query import Query
 from tests.conftest import TEST_SECRET
 from tests.tcp_proxy import TcpProxy
 
@@ -379,10 +381,11 @@ def _free_port() -> int:
 # -- pool exhaustion and statement timeout ---------------------------------------------------------------
 
 
-async def test_a_burst_on_an_exhausted_pool_waits_the_pool_timeout_then_gets_503(
+async def test_a_burst_on_an_exhausted_pool_waits_the_pool_timeout_then_gets_503_busy(
     proxy: TcpProxy, proxied_url: str, postgres_database: str, db_password: str, tmp_path: Path
 ) -> None:
-    """One connection, held by a write blocked on a row lock: the others wait DB_POOL_TIMEOUT, then 503."""
+    """One connection, held by a write blocked on a row lock: the others wait DB_POOL_TIMEOUT, then a 503 that
+    says the server is busy (not that the database is away); readiness does not queue behind them."""
     options = EngineOptions(pool_size=1, max_overflow=0, pool_timeout=0.5, statement_timeout=0)
     async with serve(app_settings(proxied_url, tmp_path, options), proxy) as api:
         task_id = await api.create()
@@ -393,15 +396,24 @@ async def test_a_burst_on_an_exhausted_pool_waits_the_pool_timeout_then_gets_503
             burst = await asyncio.gather(
                 *(api.timed("GET", api.tasks) for _ in range(6)), api.timed("GET", "/health/ready")
             )
-            for response, elapsed in burst:
-                assert_unavailable(response, elapsed, db_password)
-                assert elapsed >= options.pool_timeout * 0.9  # it waited for a connection first
+            for response, elapsed in burst[:-1]:
+                assert response.status_code == 503, response.text
+                body = response.json()
+                assert body["type"].endswith(":server-busy")
+                assert "busy" in body["detail"]
+                assert response.headers["retry-after"].isdigit()
+                assert options.pool_timeout * 0.9 <= elapsed < UNAVAILABLE_WITHIN  # it waited for a connection
+                assert db_password not in response.text
+            ready, _ = burst[-1]
+            assert ready.status_code == 200  # the database is fine: only the pool is busy
             assert not blocked.done()
         # The lock is released: the held request finishes, and the pool serves again.
         patched = await asyncio.wait_for(blocked, 10)
         assert patched.status_code == 200, patched.text
         assert patched.json()["title"] == "after the lock"
         assert (await api.call("GET", api.tasks)).status_code == 200
+    assert api.logs.count("app.errors", "database pool exhausted") == 6
+    assert api.logs.count("app.errors", "database unavailable") == 0  # the log does not blame the database
 
 
 async def _has_lock_waiter(database_url: str) -> bool:
@@ -431,11 +443,17 @@ async def test_statement_timeout_turns_a_stuck_statement_into_a_503(
 
 async def test_statement_timeout_reaches_postgresql_and_the_url_can_override_it(postgres_database: str) -> None:
     async def shown(url: str, options: EngineOptions) -> str:
+        """What a request's connection says, checked against what the tools' engine says."""
+        database = open_database(url, options)
         engine = create_engine(url, options)
         try:
+            row = await database.fetchrow(Query(select(func.current_setting("statement_timeout").label("s"))), {})
+            assert row is not None
             async with engine.connect() as connection:
-                return str((await connection.execute(text("SHOW statement_timeout"))).scalar())
+                assert (await connection.execute(text("SHOW statement_timeout"))).scalar() == row["s"]
+            return str(row["s"])
         finally:
+            await database.close()
             await engine.dispose()
 
     assert await shown(postgres_database, EngineOptions()) == "10s"
@@ -454,23 +472,31 @@ async def test_statement_timeout_reaches_postgresql_and_the_url_can_override_it(
 
 
 async def test_old_connections_are_replaced_and_young_ones_kept(proxy: TcpProxy, proxied_url: str) -> None:
-    """DB_POOL_RECYCLE: a pooled connection older than that is closed and replaced at checkout."""
-    engine = create_engine(proxied_url, EngineOptions(pool_recycle=1))
+    """DB_POOL_RECYCLE: a pooled connection older than that is closed and replaced when next taken."""
+    database = open_database(proxied_url, EngineOptions(pool_recycle=1))
+    assert isinstance(database, PostgresDatabase)
+    backend = Query(select(func.pg_backend_pid().label("pid")))
 
-    async def backend() -> int:
-        async with engine.connect() as connection:
-            pid: int = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-            return pid
+    async def pid() -> int:
+        row = await database.fetchrow(backend, {})
+        assert row is not None
+        return int(row["pid"])
+
+    async def gone(backend_pid: int) -> bool:
+        connection = await asyncpg.connect(direct_dsn(proxied_url), timeout=5)
+        try:
+            return not await connection.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", backend_pid)
+        finally:
+            await connection.close()
 
     try:
-        first = await backend()
-        assert await backend() == first  # young: the same connection is reused
-        assert proxy.forwarded == 1
+        first = await pid()
+        assert await pid() == first  # young: the same connection is reused
         await asyncio.sleep(1.1)  # let it age past DB_POOL_RECYCLE (a threshold, not a race)
-        assert await backend() != first
-        assert proxy.forwarded == 2
+        assert await pid() != first
+        await wait_for(lambda: gone(first), "the old connection to be closed")
     finally:
-        await engine.dispose()
+        await database.close()
 
 
 # -- cold start ------------------------------------------------------------------------------------------
@@ -579,7 +605,7 @@ def test_other_errors_are_not_unavailable(make: Callable[[], BaseException]) -> 
 
 def test_database_settings_defaults_and_values() -> None:
     assert Settings.from_env({}).db_options == EngineOptions(
-        pool_size=5, max_overflow=5, pool_timeout=1.0, pool_recycle=300, connect_timeout=1.5, statement_timeout=10.0
+        pool_size=10, max_overflow=10, pool_timeout=5.0, pool_recycle=300, connect_timeout=1.5, statement_timeout=10.0
     )
     options = Settings.from_env(
         {

@@ -7,6 +7,7 @@ Two server processes receiving the same keys at once are in ``test_concurrency_h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import re
 import uuid
@@ -19,13 +20,14 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.asgi import build_app
 from app.auth.tokens import issue_token
 from app.tasks.idempotency import request_hash
 from config.settings import Settings
-from db.engine import create_engine
+from db.database import Database, open_database
+from db.engine import EngineOptions, create_engine
 from db.idempotency import (
     KEY_LIFETIME,
     IdempotencyKeyRepository,
@@ -35,6 +37,7 @@ from db.idempotency import (
 )
 from db.models import IdempotencyKey, Task
 from db.owned import OwnerScopeError
+from db.repositories import TaskRepository
 from tests.conftest import TEST_SECRET
 from tests.test_api_tasks import assert_problem
 from tests.test_cli import env, fresh_env, manage
@@ -253,23 +256,27 @@ async def test_a_key_without_a_stored_response_is_409(
 
 
 async def test_a_duplicate_held_up_too_long_is_409(
-    pg_client: Client, pg_settings: Settings, new_user: Any, pg_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+    pg_client: Client, pg_settings: Settings, new_user: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PostgreSQL: the wait for an in-flight first request is bounded by ``lock_timeout``."""
-    client, engine = pg_client, pg_engine
+    client = pg_client
 
     def auth(user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {issue_token(pg_settings, user, timedelta(minutes=5))}"}
 
     monkeypatch.setattr(IdempotencyKeyRepository, "in_flight_wait", timedelta(milliseconds=200))
     user = new_user()
-    async with AsyncSession(engine) as first:  # the first request, claimed but not committed
-        holder = IdempotencyKeyRepository(owner_id=user, session=first)
-        assert await holder.claim("busy", "h", now=datetime.now(UTC)) is None  # None: it took the key
-        response = await post(client, auth, user, "busy")
-        assert_problem(response, 409)
-        assert response.headers["retry-after"] == "1"
-        await first.rollback()
+    database = open_database(pg_settings.database_url, EngineOptions())
+    try:
+        async with OpenTransaction(database) as first:  # the first request, claimed but not committed
+            holder = IdempotencyKeyRepository(owner_id=user, executor=first.executor)
+            assert await holder.claim("busy", "h", now=datetime.now(UTC)) is None  # None: it took the key
+            response = await post(client, auth, user, "busy")
+            assert_problem(response, 409)
+            assert response.headers["retry-after"] == "1"
+            await first.roll_back()
+    finally:
+        await database.close()
     assert (await post(client, auth, user, "busy")).status_code == 201  # nothing was left behind
 
 
@@ -312,23 +319,58 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], what: str, within: 
         pytest.fail(f"not within {within} s: {what}")
 
 
+class OpenTransaction:
+    """A transaction of the request path's database that the test commits or rolls back when it chooses."""
+
+    def __init__(self, database: Database, *, lock_timeout: float = 5) -> None:
+        self._context = database.transaction(lock_timeout=lock_timeout)
+        self.executor: Any = None
+        self._open = False
+
+    async def __aenter__(self) -> OpenTransaction:
+        self.executor = await self._context.__aenter__()
+        self._open = True
+        return self
+
+    async def commit(self) -> None:
+        if self._open:
+            self._open = False
+            await self._context.__aexit__(None, None, None)
+
+    async def roll_back(self) -> None:
+        if self._open:
+            self._open = False
+            rollback = RuntimeError("rolled back by the test")
+            with contextlib.suppress(RuntimeError):
+                if not await self._context.__aexit__(RuntimeError, rollback, None):
+                    raise rollback
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.roll_back()
+
+
 async def first_claims_second_waits(
-    engine: AsyncEngine, user: str, key: str
-) -> tuple[AsyncSession, asyncio.Task[StoredResponse | None], AsyncSession]:
+    database: Database, user: str, key: str
+) -> tuple[OpenTransaction, asyncio.Task[StoredResponse | None]]:
     """The first request has claimed ``key`` and created its task (not committed); the second is claiming it."""
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
-    first, second = sessions(), sessions()
+    first = await OpenTransaction(database).__aenter__()
     now = datetime.now(UTC)
-    keys = IdempotencyKeyRepository(owner_id=user, session=first)
+    keys = IdempotencyKeyRepository(owner_id=user, executor=first.executor)
     assert await keys.claim(key, "hash", now=now) is None
-    first.add(Task(user_id=user, title="first"))
-    await first.flush()
+    await TaskRepository(owner_id=user, session=AsyncSession(database.engine), executor=first.executor).insert_row(
+        {"title": "first"}
+    )
     await keys.save_response(key, status=201, headers={"Location": "/first"}, body='{"first": true}')
-    waiting = asyncio.create_task(IdempotencyKeyRepository(owner_id=user, session=second).claim(key, "hash", now=now))
-    if engine.dialect.name == "postgresql":  # observe the wait itself: the second backend waits on a lock
+
+    async def second() -> StoredResponse | None:
+        async with database.transaction(lock_timeout=5) as transaction:
+            return await IdempotencyKeyRepository(owner_id=user, executor=transaction).claim(key, "hash", now=now)
+
+    waiting = asyncio.create_task(second())
+    if database.dialect_name == "postgresql":  # observe the wait itself: the second backend waits on a lock
 
         async def blocked() -> bool:
-            async with engine.connect() as connection:
+            async with database.engine.connect() as connection:
                 sql = (
                     "SELECT count(*) FROM pg_stat_activity"
                     " WHERE datname = current_database() AND wait_event_type = 'Lock'"
@@ -336,13 +378,15 @@ async def first_claims_second_waits(
                 return bool(await connection.scalar(text(sql)))
 
         await wait_for(blocked, "the duplicate waits on the first request's key")
+    else:  # SQLite: the second transaction waits for the write lock (BEGIN IMMEDIATE) until the first ends
+        await asyncio.sleep(0)
     assert not waiting.done()
-    return first, waiting, second
+    return first, waiting
 
 
-async def test_a_duplicate_in_flight_waits_and_then_replays(engine: AsyncEngine, new_user: Any) -> None:
+async def test_a_duplicate_in_flight_waits_and_then_replays(database: Database, new_user: Any) -> None:
     user = new_user()
-    first, waiting, second = await first_claims_second_waits(engine, user, "in-flight")
+    first, waiting = await first_claims_second_waits(database, user, "in-flight")
     try:
         await first.commit()
         stored = await asyncio.wait_for(waiting, timeout=20)
@@ -350,45 +394,49 @@ async def test_a_duplicate_in_flight_waits_and_then_replays(engine: AsyncEngine,
             request_hash="hash", status=201, headers={"Location": "/first"}, body='{"first": true}'
         )
     finally:
-        await first.close()
-        await second.close()
-    async with AsyncSession(engine) as session:
-        assert await session.scalar(select(func.count()).select_from(Task).where(Task.user_id == user)) == 1
+        await first.roll_back()
+    assert await tasks_of(database.engine, user) == 1
 
 
-async def test_when_the_first_rolls_back_the_duplicate_proceeds_as_the_first(
-    engine: AsyncEngine, new_user: Any
-) -> None:
+async def test_when_the_first_rolls_back_the_duplicate_proceeds_as_the_first(database: Database, new_user: Any) -> None:
     user = new_user()
-    first, waiting, second = await first_claims_second_waits(engine, user, "rolled-back")
+    first, waiting = await first_claims_second_waits(database, user, "rolled-back")
+    await first.roll_back()  # the first request failed, or its process died
+    assert await asyncio.wait_for(waiting, timeout=20) is None  # the key is the second's now (and committed)
+    assert await keys_of(database.engine, user) == {"rolled-back"}
+    assert await tasks_of(database.engine, user) == 0
+
+
+async def test_the_in_flight_wait_is_bounded_on_postgresql(postgres_database: str, new_user: Any) -> None:
+    user = new_user()
+    database = open_database(postgres_database, EngineOptions())
     try:
-        await first.rollback()  # the first request failed, or its process died
-        assert await asyncio.wait_for(waiting, timeout=20) is None  # the key is the second's now
-        await second.commit()
+        async with OpenTransaction(database) as first:
+            assert (
+                await IdempotencyKeyRepository(owner_id=user, executor=first.executor).claim(
+                    "k", "h", now=datetime.now(UTC)
+                )
+                is None
+            )
+            with pytest.raises(KeyInFlightError):
+                async with database.transaction(lock_timeout=0.1) as impatient:
+                    await IdempotencyKeyRepository(owner_id=user, executor=impatient).claim(
+                        "k", "h", now=datetime.now(UTC)
+                    )
     finally:
-        await first.close()
-        await second.close()
-    assert await keys_of(engine, user) == {"rolled-back"}
+        await database.close()
+
+
+async def tasks_of(engine: AsyncEngine, user: str) -> int:
     async with AsyncSession(engine) as session:
-        assert await session.scalar(select(func.count()).select_from(Task).where(Task.user_id == user)) == 0
-
-
-async def test_the_in_flight_wait_is_bounded_on_postgresql(pg_engine: AsyncEngine, new_user: Any) -> None:
-    engine, user = pg_engine, new_user()
-    async with AsyncSession(engine) as first, AsyncSession(engine) as second:
-        assert (
-            await IdempotencyKeyRepository(owner_id=user, session=first).claim("k", "h", now=datetime.now(UTC)) is None
-        )
-        impatient = IdempotencyKeyRepository(owner_id=user, session=second)
-        impatient.in_flight_wait = timedelta(milliseconds=100)  # type: ignore[misc]
-        with pytest.raises(KeyInFlightError):
-            await impatient.claim("k", "h", now=datetime.now(UTC))
+        count = await session.scalar(select(func.count()).select_from(Task).where(Task.user_id == user))
+        return int(count or 0)
 
 
 # -- the data layer: owner scope and clean-up ----------------------------------------------------------------
 
 
-async def test_every_public_method_is_owner_scoped(engine: AsyncEngine, new_user: Any) -> None:
+async def test_every_public_method_is_owner_scoped(engine: AsyncEngine, database: Database, new_user: Any) -> None:
     """Mallory calls each public method with alice's key; alice's row is untouched and nothing of it leaks."""
     alice, mallory = new_user(), new_user()
     await insert_key(engine, alice, "alice-key", age=timedelta(0))
@@ -422,23 +470,22 @@ async def test_every_public_method_is_owner_scoped(engine: AsyncEngine, new_user
         for name in dir(IdempotencyKeyRepository)
         if not name.startswith("_") and inspect.isroutine(getattr(IdempotencyKeyRepository, name))
     }
-    assert public - {"owned"} == set(probes), "scope and probe every public method here"
+    assert public == set(probes), "scope and probe every public method here"
 
-    async with AsyncSession(engine) as session:
-        keys = IdempotencyKeyRepository(owner_id=mallory, session=session)
+    async with database.transaction() as transaction:
+        keys = IdempotencyKeyRepository(owner_id=mallory, executor=transaction)
         for probe in probes.values():
             await probe(keys)
         with pytest.raises(OwnerScopeError):
-            keys._insert({"user_id": alice, "key": "planted"})
+            keys._insert(database.dialect_name, {"user_id": alice, "key": "planted"})
         with pytest.raises(OwnerScopeError):
             keys._update({"user_id": alice})
         with pytest.raises(OwnerScopeError):
             keys._select(Task.id)
-        await session.commit()
     assert await alice_rows() == before
     assert await keys_of(engine, mallory) == {"alice-key"}
     with pytest.raises(OwnerScopeError):
-        IdempotencyKeyRepository(owner_id="", session=AsyncSession(engine))
+        IdempotencyKeyRepository(owner_id="", executor=database)
 
 
 async def test_purging_every_users_expired_keys(engine: AsyncEngine, new_user: Any) -> None:

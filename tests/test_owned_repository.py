@@ -16,22 +16,29 @@ from typing import Any, cast
 
 import pytest
 from advanced_alchemy.exceptions import NotFoundError
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from db.database import Database
 from db.engine import create_engine
 from db.models import Task
 from db.owned import OwnerScopeError, StaleVersionError
+from db.query import UnsupportedStatementError
 from db.repositories import TaskRepository
 
 
 @dataclass
 class World:
-    """Alice owns two tasks, mallory one; ``mallory`` is the repository under attack."""
+    """Alice owns two tasks, mallory one; ``mallory`` is the repository under attack.
+
+    Both repositories run Advanced Alchemy's methods through one session and the request path's methods
+    through the database itself (``executor``), as the app does.
+    """
 
     engine: AsyncEngine
     session: AsyncSession
+    database: Database
     alice_id: str
     mallory_id: str
     alice_tasks: list[int]
@@ -41,18 +48,18 @@ class World:
 
 
 @pytest.fixture
-async def world(database_url: str) -> AsyncIterator[World]:
+async def world(database_url: str, database: Database) -> AsyncIterator[World]:
     engine = create_engine(database_url)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     alice_id, mallory_id = f"alice-{uuid.uuid4().hex}", f"mallory-{uuid.uuid4().hex}"
     async with sessions() as session:
-        alice = TaskRepository(owner_id=alice_id, session=session)
-        mallory = TaskRepository(owner_id=mallory_id, session=session)
+        alice = TaskRepository(owner_id=alice_id, session=session, executor=database)
+        mallory = TaskRepository(owner_id=mallory_id, session=session, executor=database)
         a1 = await alice.add(Task(title="alice 1", description="private"))
         a2 = await alice.add(Task(title="alice 2"))
         m1 = await mallory.add(Task(title="mallory 1"))
         await session.commit()
-        yield World(engine, session, alice_id, mallory_id, [a1.id, a2.id], m1.id, mallory, alice)
+        yield World(engine, session, database, alice_id, mallory_id, [a1.id, a2.id], m1.id, mallory, alice)
         await session.rollback()
     await engine.dispose()
 
@@ -163,13 +170,78 @@ async def probe_get_many_and_count(w: World) -> None:
     assert await w.mallory.get_many_and_count(foreign(w)) == ([], 0)
 
 
+@dataclass(frozen=True)
+class Spec:
+    """A page spec (``db.owned.PageSpec``) with arbitrary clauses, as a careless caller might write them."""
+
+    name: str
+    clauses: tuple[Any, ...] = ()
+    position: Any = None
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def shape(self) -> str:
+        return self.name
+
+    @property
+    def after_position(self) -> bool:
+        return self.position is not None
+
+    def filters(self) -> list[Any]:
+        return list(self.clauses)
+
+    def after(self) -> Any:
+        return self.position
+
+    def order_by(self) -> list[Any]:
+        return [Task.id.asc()]
+
+    def values(self) -> dict[str, Any]:
+        return dict(self.params)
+
+
 async def probe_page(w: World) -> None:
-    rows, total = await w.mallory.page(limit=10, order_by=[Task.id.asc()])
-    assert ([r.id for r in rows], total) == ([w.mallory_task], 1)
-    assert await w.mallory.page(foreign(w), limit=10) == ([], 0)
-    assert await w.mallory.page(Task.user_id == w.alice_id, limit=10) == ([], 0)
-    rows, total = await w.mallory.page(after=Task.user_id == w.alice_id, limit=10)
+    rows, total = await w.mallory.page(Spec("all"), limit=10)
+    assert ([r["id"] for r in rows], total) == ([w.mallory_task], 1)
+    with pytest.raises(UnsupportedStatementError):  # statements built once take no list; never a leak either
+        await w.mallory.page(Spec("foreign-list", (Task.id.in_(w.alice_tasks),)), limit=10)
+    foreign_ids = tuple(Task.id == bindparam(f"id{i}") for i in range(2))
+    values = tuple((f"id{i}", task) for i, task in enumerate(w.alice_tasks))
+    assert await w.mallory.page(Spec("foreign", (or_(*foreign_ids),), params=values), limit=10) == ([], 0)
+    alice = (Task.user_id == bindparam("who"),)
+    assert await w.mallory.page(Spec("alice", alice, params=(("who", w.alice_id),)), limit=10) == ([], 0)
+    # A caller's parameter named like the owner's cannot replace the owner: the repository's comes last.
+    spoof = (("owner_id", w.alice_id),)
+    rows, total = await w.mallory.page(Spec("spoof", params=spoof), limit=10)
+    assert ([r["id"] for r in rows], total) == ([w.mallory_task], 1)
+    after = Task.user_id == bindparam("who")
+    rows, total = await w.mallory.page(Spec("after", position=after, params=(("who", w.alice_id),)), limit=10)
     assert (rows, total) == ([], 1)  # the keyset part narrows the page, never the owner
+
+
+async def probe_get_row(w: World) -> None:
+    with pytest.raises(NotFoundError):
+        await w.mallory.get_row(w.alice_tasks[0])
+    assert (await w.mallory.get_row(w.mallory_task))["user_id"] == w.mallory_id
+
+
+async def probe_insert_row(w: World) -> None:
+    row = await w.mallory.insert_row({"title": "mine"})
+    assert (row["user_id"], row["version"]) == (w.mallory_id, 1)  # stamped with the repository's owner
+    with pytest.raises(OwnerScopeError):
+        await w.mallory.insert_row({"title": "planted", "user_id": w.alice_id})
+    with pytest.raises(OwnerScopeError):  # a chosen key would collide exactly when alice's row has it
+        await w.mallory.insert_row({"title": "probe", "id": w.alice_tasks[0]})
+
+
+async def probe_bound_to(w: World) -> None:
+    async with w.database.transaction() as transaction:
+        bound = w.mallory.bound_to(transaction)
+        assert bound.owner_id == w.mallory_id
+        with pytest.raises(NotFoundError):
+            await bound.get_row(w.alice_tasks[0])
+        with pytest.raises(NotFoundError):
+            await bound.update_values(w.alice_tasks[0], {"title": "defaced"})
 
 
 async def probe_update(w: World) -> None:
@@ -290,9 +362,10 @@ async def test_owner_reaches_own_rows(world: World) -> None:
     """The scope does not get in the owner's way."""
     first = world.alice_tasks[0]
     assert (await world.alice.get(first)).title == "alice 1"
+    assert (await world.alice.get_row(first))["title"] == "alice 1"
     assert await world.alice.count() == 2
     updated = await world.alice.update_values(first, {"completed": True})
-    assert updated.completed is True
+    assert updated["completed"] is True
     [bulk] = await world.alice.update_many([{"id": first, "title": "renamed"}])  # type: ignore[list-item]
     assert bulk.title == "renamed"
     await world.alice.delete(world.alice_tasks[1])
@@ -306,11 +379,11 @@ async def test_conditional_writes_check_the_version_in_the_statement(world: Worl
     """``versions=`` makes a write happen only at those versions; every write adds one to the version."""
     first, second = world.alice_tasks
     updated = await world.alice.update_values(first, {"title": "v2"}, versions=[1])
-    assert updated.version == 2
+    assert updated["version"] == 2
     with pytest.raises(StaleVersionError):
         await world.alice.update_values(first, {"title": "lost"}, versions=[1])
-    assert (await world.alice.update_values(first, {"title": "v3"}, versions=[5, 2])).version == 3
-    assert (await world.alice.update_values(first, {"title": "v4"})).version == 4  # unconditional
+    assert (await world.alice.update_values(first, {"title": "v3"}, versions=[5, 2]))["version"] == 3
+    assert (await world.alice.update_values(first, {"title": "v4"}))["version"] == 4  # unconditional
     with pytest.raises(StaleVersionError):
         await world.alice.delete_one(second, versions=[7])
     with pytest.raises(StaleVersionError):
@@ -328,7 +401,8 @@ async def test_every_kind_of_update_adds_one_to_the_version(world: World) -> Non
     assert (await world.alice.update(Task(id=first, title="orm"))).version == 2
     [bulk] = await world.alice.update_many([{"id": first, "title": "bulk"}])  # type: ignore[list-item]
     assert bulk.version == 3
-    assert (await world.alice.update_values(first, {"title": "values"})).version == 4
+    await world.session.commit()  # the request path's statement runs on a connection of its own
+    assert (await world.alice.update_values(first, {"title": "values"}))["version"] == 4
 
 
 async def test_repository_requires_an_owner(world: World) -> None:

@@ -14,7 +14,9 @@ serves the public keys at ``{baseURL}/api/auth/jwks``. This verifier:
 - starts at most one fetch per :data:`MIN_REFETCH_INTERVAL_SECONDS`, and concurrent requests share the
   fetch in flight, so a flood of made-up ``kid``s cannot hammer the key server;
 - keeps the last good key set while the key server is down or serves nothing usable. Only when no key
-  set was ever fetched does a request fail with :class:`SigningKeysUnavailableError` (a 503).
+  set was ever fetched does a request fail with :class:`SigningKeysUnavailableError` (a 503);
+- remembers tokens it verified (:class:`~app.auth.tokens.VerifiedTokenCache`) while its key set is fresh
+  and unchanged.
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ from urllib.parse import urlsplit
 import httpx
 import jwt
 
-from app.auth.tokens import InvalidTokenError, SigningKeysUnavailableError, TokenRules
+from app.auth.tokens import (
+    InvalidTokenError,
+    SigningKeysUnavailableError,
+    TokenRules,
+    VerifiedToken,
+    VerifiedTokenCache,
+)
 
 logger = logging.getLogger("app.auth.jwks")
 
@@ -144,6 +152,7 @@ class JwksVerifier:
         parts = urlsplit(url)
         self._url_for_logs = f"{parts.scheme}://{parts.netloc}{parts.path}"  # no query string
         self._rules = rules
+        self._verified = VerifiedTokenCache(rules.leeway_seconds)
         self._timeout = timeout_seconds
         self._ttl = cache_ttl_seconds
         self._min_interval = min_refetch_interval_seconds
@@ -154,8 +163,11 @@ class JwksVerifier:
         self._inflight: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
 
-    async def verify(self, token: str) -> str:
+    async def verify(self, token: str) -> VerifiedToken:
         """Verify ``token`` with the key its ``kid`` names, under that key's algorithm, then the claims."""
+        cached = self._verified.get(token) if self._keys_fresh() else None  # stale keys: refresh first
+        if cached is not None:
+            return cached
         header = _unverified_header(token)
         algorithm = header.get("alg")
         # HS256, none, …: refused before any key lookup or fetch (and a non-string never reaches a set lookup).
@@ -167,7 +179,7 @@ class JwksVerifier:
         key = await self._key(kid)
         if key.algorithm_name != algorithm:
             raise InvalidTokenError("The token's algorithm does not match its signing key.")
-        return self._rules.decode(token, key, key.algorithm_name)
+        return self._verified.put(token, self._rules.decode(token, key, key.algorithm_name))
 
     async def aclose(self) -> None:
         """Stop a fetch in flight and close the HTTP client (application shutdown)."""
@@ -179,8 +191,11 @@ class JwksVerifier:
         if client is not None:
             await client.aclose()
 
+    def _keys_fresh(self) -> bool:
+        return self._loaded_at is not None and self._clock() - self._loaded_at < self._ttl
+
     async def _key(self, kid: str) -> jwt.PyJWK:
-        if self._loaded_at is None or self._clock() - self._loaded_at >= self._ttl:
+        if not self._keys_fresh():
             self._start_fetch()  # an expired cache keeps answering while it refreshes
         key = self._keys.get(kid)
         if key is None:
@@ -220,6 +235,8 @@ class JwksVerifier:
             kept = f"keeping the {len(self._keys)} cached key(s)" if self._loaded_at is not None else "no keys yet"
             logger.warning("JWKS fetch from %s failed (%s); %s", self._url_for_logs, reason, kept)
         else:
+            if set(keys) != set(self._keys):  # a withdrawn key stops verifying now, cached tokens included
+                self._verified.clear()
             self._keys = keys
             self._loaded_at = self._clock()
             logger.info("JWKS: %d key(s) loaded from %s", len(keys), self._url_for_logs)

@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import jwt
 
@@ -45,11 +45,18 @@ class SigningKeysUnavailableError(Exception):
         self.retry_after_seconds = retry_after_seconds
 
 
-class TokenVerifier(Protocol):
-    """Turns a raw token into the id of the user it was issued to, or raises :class:`InvalidTokenError`."""
+class VerifiedToken(NamedTuple):
+    """A token that passed every check: whose it is, and until when (``exp``, seconds since the epoch)."""
 
-    async def verify(self, token: str) -> str:
-        """Verify ``token`` and return its user id (or raise :class:`SigningKeysUnavailableError`)."""
+    user_id: str
+    expires_at: float
+
+
+class TokenVerifier(Protocol):
+    """Turns a raw token into the user it was issued to, or raises :class:`InvalidTokenError`."""
+
+    async def verify(self, token: str) -> VerifiedToken:
+        """Verify ``token`` (or raise :class:`SigningKeysUnavailableError` when that cannot be decided now)."""
         ...
 
     async def aclose(self) -> None:
@@ -80,8 +87,8 @@ class TokenRules:
             leeway_seconds=settings.jwt_leeway_seconds,
         )
 
-    def decode(self, token: str, key: jwt.PyJWK | str, algorithm: str) -> str:
-        """Check the signature with ``key`` under exactly ``algorithm``, then the claims; return the user id.
+    def decode(self, token: str, key: jwt.PyJWK | str, algorithm: str) -> VerifiedToken:
+        """Check the signature with ``key`` under exactly ``algorithm``, then the claims.
 
         The algorithm comes from the caller (the allow-list or the key), never from the token's header.
         """
@@ -115,7 +122,44 @@ class TokenRules:
             raise InvalidTokenError("The token was issued by or for someone else.") from exc
         except jwt.PyJWTError as exc:
             raise InvalidTokenError("The token is malformed or its signature is invalid.") from exc
-        return user_id_from_claims(claims, self.user_claim)
+        return VerifiedToken(user_id_from_claims(claims, self.user_claim), float(claims["exp"]))
+
+
+class VerifiedTokenCache:
+    """Tokens this process verified lately: a client's next request with the same token costs a dictionary
+    lookup instead of a signature check (an HS256 check is about a tenth of a small request's CPU).
+
+    Only exact tokens that passed every check are kept, each until its ``exp`` (plus the leeway, as the check
+    itself allows) and at most :attr:`max_age` seconds; the JWKS verifier empties it whenever the key set
+    changes. Bounded in size; per process, and a miss only costs the full check.
+    """
+
+    def __init__(self, leeway_seconds: int, *, max_age: float = 60.0, size: int = 10_000) -> None:
+        self._leeway = leeway_seconds
+        self.max_age = max_age
+        self._size = size
+        self._entries: dict[str, tuple[VerifiedToken, float]] = {}  # token -> (result, valid until)
+
+    def get(self, token: str) -> VerifiedToken | None:
+        """The cached result for ``token`` while it is still valid."""
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        if time.time() < entry[1]:
+            return entry[0]
+        del self._entries[token]
+        return None
+
+    def clear(self) -> None:
+        """Forget every token."""
+        self._entries.clear()
+
+    def put(self, token: str, verified: VerifiedToken) -> VerifiedToken:
+        """Remember ``verified`` for ``token``; returns it."""
+        if len(self._entries) >= self._size:
+            self._entries.clear()  # simpler than LRU bookkeeping on every hit; refills within a second
+        self._entries[token] = (verified, min(verified.expires_at + self._leeway, time.time() + self.max_age))
+        return verified
 
 
 class SharedSecretVerifier:
@@ -124,10 +168,13 @@ class SharedSecretVerifier:
     def __init__(self, secret: str, rules: TokenRules) -> None:
         self._key = secret
         self._rules = rules
+        self._verified = VerifiedTokenCache(rules.leeway_seconds)
 
-    async def verify(self, token: str) -> str:
+    async def verify(self, token: str) -> VerifiedToken:
         """Verify the HS256 signature, then the claims (:class:`TokenRules`)."""
-        return self._rules.decode(token, self._key, SHARED_SECRET_ALGORITHMS[0])
+        return self._verified.get(token) or self._verified.put(
+            token, self._rules.decode(token, self._key, SHARED_SECRET_ALGORITHMS[0])
+        )
 
     async def aclose(self) -> None:
         """Nothing to release."""
@@ -169,7 +216,7 @@ def bearer_token(authorization: str | None) -> str:
 
 async def verify_bearer_token(authorization: str | None, verifier: TokenVerifier) -> str:
     """The user id for an ``Authorization`` header value, or :class:`InvalidTokenError`."""
-    return await verifier.verify(bearer_token(authorization))
+    return (await verifier.verify(bearer_token(authorization))).user_id
 
 
 def issue_token(settings: Settings, user_id: str, expires_in: timedelta) -> str:

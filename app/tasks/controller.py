@@ -1,11 +1,12 @@
-"""The task routes. A request reads top-down: bearer auth (middleware) → path-owner guard →
-owner-scoped repository → schema → response. No code here filters by user: the repository does."""
+"""The task routes. A request reads top-down: the access guard (``app/access.py``: token, rate limit, path
+owner) → owner-scoped repository → schema → response. No code here filters by user: the repository does.
+Each route makes one round trip to the database on its success path (a create with ``Idempotency-Key``
+commits a transaction)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, TypeVar, cast
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -14,16 +15,15 @@ from litestar import Controller, Request, Response, delete, get, patch, post, pu
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ValidationException
-from litestar.middleware import DefineMiddleware
 from litestar.openapi.spec import Operation, Reference
 from litestar.params import HeaderParameter, JSONBody, Parameter
 from sqlalchemy import not_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.middleware import BearerTokenMiddleware, require_path_owner
+from app.access import BEARER
 from app.openapi import BEARER_SCHEME, RATE_LIMIT_HEADERS, CreateTaskOperation, UpdateTaskOperation, problem_responses
 from app.tasks.etags import etag, if_match_versions
-from app.tasks.idempotency import Created, IdempotencyKeyHeader, create_once, provide_idempotency_keys
+from app.tasks.idempotency import Created, IdempotencyKeyHeader, create_once
 from app.tasks.listing import InvalidCursorError, ListQuery, SortField, SortOrder, StatusFilter
 from app.tasks.schemas import (
     DUE_DATE_SCHEMA,
@@ -37,12 +37,13 @@ from app.tasks.schemas import (
     parse_due_date,
     trimmed_text_pattern,
 )
-from db.idempotency import IdempotencyKeyRepository
+from db.database import Database, Executor, Row
 from db.models import TAG_MAX_LENGTH, USER_ID_MAX_LENGTH, Task
 from db.repositories import TaskRepository
 
 T = TypeVar("T")
 MAX_TASK_ID = 2**63 - 1  # PostgreSQL bigint
+TOGGLE_COMPLETED = not_(Task.completed)  # one object: a statement's shape includes its expressions
 
 TaskId = Annotated[
     int,
@@ -86,7 +87,6 @@ MAX_PAGE_SIZE = 200
 
 
 async def provide_tasks(
-    db_session: NamedDependency[AsyncSession],
     request: Request[str, Any, Any],
     user_id: Annotated[
         str,
@@ -99,12 +99,13 @@ async def provide_tasks(
 ) -> TaskRepository:
     """The authenticated user's tasks (the guard has checked that ``user_id`` is that user)."""
     del user_id  # documented path parameter; the owner comes from the verified token
-    return TaskRepository(owner_id=request.user, session=db_session)
+    database: Database = request.app.state.database
+    return TaskRepository(owner_id=request.user, session=AsyncSession(database.engine), executor=database)
 
 
-def task_location(task: Task) -> str:
+def task_location(task: Row) -> str:
     """The URL path of one task."""
-    return f"/api/{quote(task.user_id, safe='')}/tasks/{task.id}"
+    return f"/api/{quote(task['user_id'], safe='')}/tasks/{task['id']}"
 
 
 class TaskController(Controller):
@@ -112,8 +113,7 @@ class TaskController(Controller):
 
     path = "/api/{user_id:str}/tasks"
     tags = ["tasks"]
-    middleware = [DefineMiddleware(BearerTokenMiddleware)]
-    guards = [require_path_owner]
+    opt = {BEARER: True}
     security = [{BEARER_SCHEME: []}]
     response_headers = RATE_LIMIT_HEADERS
     dependencies = {"tasks": Provide(provide_tasks)}
@@ -200,18 +200,17 @@ class TaskController(Controller):
             order=order,
         )
         key: bytes = request.app.state.cursor_key
-        after = None
         if cursor is not None:
             try:
-                after = query.after(*query.read_cursor(cursor, key))
+                query = replace(query, position=query.read_cursor(cursor, key))
             except InvalidCursorError as exc:
                 raise _query_invalid("cursor", str(exc)) from None
-        rows, total = await tasks.page(*query.filters(), after=after, order_by=query.order_by(), limit=limit + 1)
+        rows, total = await tasks.page(query, limit=limit + 1)
         headers = {"X-Total-Count": str(total)}
         if len(rows) > limit:
             rows = rows[:limit]
             headers["Link"] = f'<{_with_cursor(request, query.cursor_after(rows[-1], key))}>; rel="next"'
-        return Response([TaskRead.from_model(task) for task in rows], headers=headers)
+        return Response([TaskRead.from_row(row) for row in rows], headers=headers)
 
     @post(
         "/",
@@ -232,28 +231,27 @@ class TaskController(Controller):
                 documentation_only=True,
             ),
         ],
-        dependencies={"idempotency_keys": Provide(provide_idempotency_keys)},
         operation_class=CreateTaskOperation,
     )
     async def create_task(
         self,
         request: Request[str, Any, Any],
         tasks: Tasks,
-        idempotency_keys: NamedDependency[IdempotencyKeyRepository],
         data: JSONBody[TaskCreate],
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[TaskRead]:
         """Create a task; ``Location`` names it."""
         if idempotency_key is None:
-            task = await tasks.add(data.to_model(), auto_commit=True, auto_refresh=False)
+            task = await tasks.insert_row(data.values())
             return _task_response(task, status_code=201, headers={"Location": task_location(task)})
 
-        async def create() -> Created:
-            task = await tasks.add(data.to_model(), auto_commit=False, auto_refresh=False)
+        async def create(transaction: Executor) -> Created:
+            task = await tasks.bound_to(transaction).insert_row(data.values())
             headers = {"Location": task_location(task), "ETag": etag(task)}
-            return Created(status=201, headers=headers, body=msgspec.json.encode(TaskRead.from_model(task)))
+            return Created(status=201, headers=headers, body=msgspec.json.encode(TaskRead.from_row(task)))
 
-        response = await create_once(idempotency_keys, idempotency_key, await request.body(), create)
+        database: Database = request.app.state.database
+        response = await create_once(database, tasks.owner_id, idempotency_key, await request.body(), create)
         return cast("Response[TaskRead]", response)  # the body is a TaskRead, already encoded (so replays are exact)
 
     @get(
@@ -264,7 +262,7 @@ class TaskController(Controller):
     )
     async def get_task(self, tasks: Tasks, task_id: TaskId) -> Response[TaskRead]:
         """One task."""
-        return _task_response(await tasks.get(task_id))
+        return _task_response(await tasks.get_row(task_id))
 
     @put(
         "/{task_id:str}",
@@ -304,7 +302,7 @@ class TaskController(Controller):
         self, tasks: Tasks, task_id: TaskId, data: JSONBody[TaskCompletion | None] = None, if_match: IfMatch = None
     ) -> Response[TaskRead]:
         """Set or toggle ``completed``."""
-        completed = not_(Task.completed) if data is None else data.completed
+        completed = TOGGLE_COMPLETED if data is None else data.completed
         return await _update(tasks, task_id, {"completed": completed}, if_match)
 
     @delete(
@@ -316,7 +314,6 @@ class TaskController(Controller):
     async def delete_task(self, tasks: Tasks, task_id: TaskId, if_match: IfMatch = None) -> None:
         """Delete a task."""
         await tasks.delete_one(task_id, versions=_versions(if_match, task_id))
-        await tasks.session.commit()
 
 
 def _query_invalid(field: str, message: str, source: str = "query") -> ValidationException:
@@ -356,13 +353,11 @@ def _with_cursor(request: Request[Any, Any, Any], cursor: str) -> str:
     return f"{path}?{urlencode([*params, ('cursor', cursor)])}"
 
 
-def _task_response(task: Task, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[TaskRead]:
+def _task_response(task: Row, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[TaskRead]:
     """One task as the body, its ``ETag`` as a header."""
-    return Response(TaskRead.from_model(task), status_code=status_code, headers={**(headers or {}), "ETag": etag(task)})
+    return Response(TaskRead.from_row(task), status_code=status_code, headers={**(headers or {}), "ETag": etag(task)})
 
 
 async def _update(tasks: Tasks, task_id: int, values: dict[str, object], if_match: str | None) -> Response[TaskRead]:
     versions = _versions(if_match, task_id)
-    task = await tasks.update_values(task_id, {**values, "updated_at": datetime.now(UTC)}, versions=versions)
-    await tasks.session.commit()
-    return _task_response(task)
+    return _task_response(await tasks.update_values(task_id, values, versions=versions))

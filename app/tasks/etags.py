@@ -12,8 +12,8 @@ exists. The check itself happens in the database, in the ``WHERE`` clause of the
 from __future__ import annotations
 
 import re
-
-from db.models import Task
+from collections.abc import Mapping
+from typing import Any
 
 MAX_VERSION = 2**31 - 1  # the column is a 32-bit integer; a larger number can never match
 MAX_ENTITY_TAGS = 100
@@ -23,9 +23,9 @@ _ELEMENT = re.compile(r'[ \t]*(?:(W/)?"([\x21\x23-\x7e\x80-\xff]*)")?[ \t]*(,|\Z
 _OUR_TAG = re.compile(r"([1-9][0-9]{0,18})-([1-9][0-9]{0,9})")
 
 
-def etag(task: Task) -> str:
-    """The strong ETag of a task as it is now: ``"<id>-<version>"``."""
-    return f'"{task.id}-{task.version}"'
+def etag(task: Mapping[str, Any]) -> str:
+    """The strong ETag of a task as it is now (a mapping of its columns): ``"<id>-<version>"``."""
+    return f'"{task["id"]}-{task["version"]}"'
 
 
 def if_match_versions(header: str | None, task_id: int) -> frozenset[int] | None:

@@ -13,15 +13,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
-from litestar import MediaType, Request, Response
-from litestar.di import NamedDependency
+from litestar import MediaType, Response
 from litestar.exceptions import HTTPException
 from litestar.params import HeaderParameter
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.database import Database, Executor
 from db.idempotency import IdempotencyKeyRepository, KeyInFlightError
 from db.models import IDEMPOTENCY_KEY_MAX_LENGTH
 
@@ -53,13 +52,6 @@ class Created(msgspec.Struct, frozen=True):
     body: bytes
 
 
-async def provide_idempotency_keys(
-    db_session: NamedDependency[AsyncSession], request: Request[str, Any, Any]
-) -> IdempotencyKeyRepository:
-    """The authenticated user's idempotency keys."""
-    return IdempotencyKeyRepository(owner_id=request.user, session=db_session)
-
-
 def request_hash(body: bytes) -> str:
     """SHA-256 of the body's JSON value in a canonical form (sorted keys, no white space), as hex."""
     canonical = msgspec.json.encode(msgspec.json.decode(body), order="sorted")
@@ -67,24 +59,29 @@ def request_hash(body: bytes) -> str:
 
 
 async def create_once(
-    keys: IdempotencyKeyRepository, key: str, body: bytes, create: Callable[[], Awaitable[Created]]
+    database: Database, owner: str, key: str, body: bytes, create: Callable[[Executor], Awaitable[Created]]
 ) -> Response[bytes]:
-    """Run ``create`` (which must not commit) at most once per key, or replay what it answered before.
+    """Run ``create`` at most once per key, or replay what it answered before.
 
-    The key, whatever ``create`` wrote and the stored response commit together in one transaction.
+    The key, whatever ``create`` writes through the executor it is given, and the stored response commit
+    together in one transaction (the only place a request commits more than one statement).
     """
     fingerprint = request_hash(body)
+    created: Created | None = None
     try:
-        stored = await keys.claim(key, fingerprint, now=datetime.now(UTC))
+        wait = IdempotencyKeyRepository.in_flight_wait.total_seconds()
+        async with database.transaction(lock_timeout=wait) as transaction:
+            keys = IdempotencyKeyRepository(owner_id=owner, executor=transaction)
+            stored = await keys.claim(key, fingerprint, now=datetime.now(UTC))
+            if stored is None:
+                created = await create(transaction)
+                body_text = created.body.decode()
+                await keys.save_response(key, status=created.status, headers=created.headers, body=body_text)
     except KeyInFlightError:
         raise _in_flight() from None
-    if stored is None:
-        created = await create()
-        await keys.save_response(key, status=created.status, headers=created.headers, body=created.body.decode())
-        await keys.session.commit()  # only after this succeeds does the client hear of the task
+    if created is not None:  # committed: only now does the client hear of the task
         return Response(created.body, status_code=created.status, headers=created.headers, media_type=MediaType.JSON)
-    await keys.session.commit()  # keeps the purge of expired keys
-    if stored.request_hash != fingerprint:
+    if stored is None or stored.request_hash != fingerprint:
         raise HTTPException(
             status_code=422,
             detail="This Idempotency-Key was already used with a different request body; use a new key.",

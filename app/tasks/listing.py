@@ -4,6 +4,10 @@ keyset pages behind an opaque cursor.
 Nothing here filters by user: the owner-scoped repository adds that to whatever this builds. A cursor is
 signed and bound to the user, the filters and the sort it was issued for, so it cannot be forged, and one
 issued for another user or another filter is refused instead of silently mixing lists.
+
+A :class:`ListQuery` is the repository's :class:`~db.owned.PageSpec`: its clauses hold named parameters
+only, and :attr:`ListQuery.shape` tells requests apart whose statements differ, so each statement is built
+and compiled once and a request only supplies :meth:`ListQuery.values`.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy import ColumnElement, and_, bindparam, or_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from db.models import Priority, Task
@@ -50,7 +55,10 @@ class InvalidCursorError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ListQuery:
-    """A validated list request (the route has checked each value's type and range)."""
+    """A validated list request (the route has checked each value's type and range).
+
+    ``position`` is where the page starts: after the row with this (sort value, id), from a cursor.
+    """
 
     owner: str
     status: StatusFilter = "all"
@@ -61,11 +69,40 @@ class ListQuery:
     q: str | None = None
     sort: SortField = "created"
     order: SortOrder | None = None
+    position: tuple[Any, int] | None = None
 
     @property
     def direction(self) -> SortOrder:
         """The effective order: the one asked for, or the sort's natural one."""
         return self.order or DEFAULT_ORDER[self.sort]
+
+    @property
+    def _priority_ranks(self) -> list[int]:
+        return sorted({Priority[p].value for p in self.priorities})
+
+    @property
+    def _tag_keys(self) -> list[str]:
+        return sorted({tag.strip().casefold() for tag in self.tags})
+
+    @property
+    def shape(self) -> Hashable:
+        """What the statement depends on besides its values (see the module docstring)."""
+        return (
+            self.status,
+            len(self._priority_ranks),
+            len(self._tag_keys),
+            self.due_before is not None,
+            self.due_after is not None,
+            bool(self.q),
+            self.sort,
+            self.direction,
+            None if self.position is None else self.position[0] is None,
+        )
+
+    @property
+    def after_position(self) -> bool:
+        """True when the page starts after a cursor's position."""
+        return self.position is not None
 
     def filters(self) -> list[ColumnElement[bool]]:
         """WHERE clauses for the filters (not the page): what ``X-Total-Count`` counts."""
@@ -73,15 +110,15 @@ class ListQuery:
         if self.status != "all":
             clauses.append(Task.completed.is_(self.status == "completed"))
         if self.priorities:
-            clauses.append(Task.priority.in_(sorted({Priority[p].value for p in self.priorities})))
+            clauses.append(Task.priority.in_([bindparam(f"_priority_{i}") for i in range(len(self._priority_ranks))]))
         if self.tags:
-            clauses.append(ContainsAll(Task.tag_keys, sorted({tag.strip().casefold() for tag in self.tags})))
+            clauses.append(ContainsAll(Task.tag_keys, [bindparam(f"_tag_{i}") for i in range(len(self._tag_keys))]))
         if self.due_before is not None:
-            clauses.append(Task.due_date < self.due_before)
+            clauses.append(Task.due_date < bindparam("_due_before", type_=Task.due_date.type))
         if self.due_after is not None:
-            clauses.append(Task.due_date > self.due_after)
+            clauses.append(Task.due_date > bindparam("_due_after", type_=Task.due_date.type))
         if self.q:
-            pattern = "%" + self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            pattern = bindparam("_q", type_=Task.title.type)
             clauses.append(or_(FoldedLike(Task.title, pattern), FoldedLike(Task.description, pattern)))
         return clauses
 
@@ -95,16 +132,36 @@ class ListQuery:
             return [ordered, Task.id.desc()]
         return [column.asc().nulls_last() if self.sort == "due_date" else column.asc(), Task.id.asc()]
 
-    def after(self, task_value: Any, task_id: int) -> ColumnElement[bool]:
-        """Rows that come after (``task_value``, ``task_id``) in :meth:`order_by`; tasks without a due date last."""
+    def after(self) -> ColumnElement[bool] | None:
+        """Rows that come after ``position`` in :meth:`order_by`; tasks without a due date last."""
+        if self.position is None:
+            return None
         column = SORT_COLUMNS[self.sort]
         desc = self.direction == "desc"
-        beyond_id = Task.id < task_id if desc else Task.id > task_id
-        if task_value is None:  # already among the rows without a value, which sort last
+        after_id = bindparam("_after_id", type_=Task.id.type)
+        beyond_id = Task.id < after_id if desc else Task.id > after_id
+        if self.position[0] is None:  # already among the rows without a value, which sort last
             return and_(column.is_(None), beyond_id)
-        beyond_value = column < task_value if desc else column > task_value
-        following = or_(beyond_value, and_(column == task_value, beyond_id))
+        value = bindparam("_after_value", type_=column.type)
+        beyond_value = column < value if desc else column > value
+        following = or_(beyond_value, and_(column == value, beyond_id))
         return or_(following, column.is_(None)) if self.sort == "due_date" else following
+
+    def values(self) -> dict[str, Any]:
+        """The values of the parameters in :meth:`filters` and :meth:`after`."""
+        values: dict[str, Any] = {f"_priority_{i}": rank for i, rank in enumerate(self._priority_ranks)}
+        values.update({f"_tag_{i}": tag for i, tag in enumerate(self._tag_keys)})
+        if self.due_before is not None:
+            values["_due_before"] = self.due_before
+        if self.due_after is not None:
+            values["_due_after"] = self.due_after
+        if self.q:
+            values["_q"] = "%" + self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        if self.position is not None:
+            after_value, values["_after_id"] = self.position
+            if after_value is not None:
+                values["_after_value"] = after_value
+        return values
 
     # -- cursors --------------------------------------------------------------------------------------------
 
@@ -123,12 +180,13 @@ class ListQuery:
         ]
         return hashlib.sha256(json.dumps(key, separators=(",", ":")).encode()).hexdigest()[:32]
 
-    def cursor_after(self, task: Any, key: bytes) -> str:
-        """An opaque cursor for the page that follows ``task`` (a task or a row of its columns)."""
-        value = getattr(task, SORT_COLUMNS[self.sort].key)
+    def cursor_after(self, row: Mapping[str, Any], key: bytes) -> str:
+        """An opaque cursor for the page that follows ``row`` (a mapping of the task's columns)."""
+        value = row[SORT_COLUMNS[self.sort].key]
         if isinstance(value, datetime):
             value = value.isoformat()
-        payload = json.dumps([self._fingerprint(), value, task.id], separators=(",", ":"), ensure_ascii=False).encode()
+        position = [self._fingerprint(), value, row["id"]]
+        payload = json.dumps(position, separators=(",", ":"), ensure_ascii=False).encode()
         signature = hmac.new(key, payload, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
         return base64.urlsafe_b64encode(signature + payload).decode().rstrip("=")
 

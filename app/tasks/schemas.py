@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 import sys
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from msgspec import UNSET, Meta, Struct, UnsetType
-from sqlalchemy import Row
 
-from db.models import DESCRIPTION_MAX_LENGTH, MAX_TAGS, TAG_MAX_LENGTH, TITLE_MAX_LENGTH, Priority, Task
+from db.models import DESCRIPTION_MAX_LENGTH, MAX_TAGS, TAG_MAX_LENGTH, TITLE_MAX_LENGTH, Priority
 
 # Format and control characters (zero-width spaces, direction marks): a title of only these looks blank.
 _INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
@@ -215,17 +214,17 @@ class TaskCreate(Struct, kw_only=True):
             parse_due_date(self.due_date)
         self.tags = clean_tags(self.tags)
 
-    def to_model(self) -> Task:
-        """A new, unsaved task (the repository stamps its owner)."""
-        return Task(
-            title=self.title,
-            description=self.description,
-            completed=self.completed,
-            priority=Priority[self.priority],
-            due_date=None if self.due_date is None else parse_due_date(self.due_date),
-            tags=self.tags,
-            tag_keys=tag_keys(self.tags),
-        )
+    def values(self) -> dict[str, Any]:
+        """The new task's column values (the repository stamps its owner and fills the rest)."""
+        return {
+            "title": self.title,
+            "description": self.description,
+            "completed": self.completed,
+            "priority": Priority[self.priority].value,
+            "due_date": None if self.due_date is None else parse_due_date(self.due_date),
+            "tags": self.tags,
+            "tag_keys": tag_keys(self.tags),
+        }
 
 
 class TaskUpdate(Struct, kw_only=True):
@@ -254,7 +253,7 @@ class TaskUpdate(Struct, kw_only=True):
         """The column values to set, for the fields the client sent (``null`` clears a nullable field)."""
         sent = {name: value for name in self.__struct_fields__ if (value := getattr(self, name)) is not UNSET}
         if "priority" in sent:
-            sent["priority"] = Priority[sent["priority"]]
+            sent["priority"] = Priority[sent["priority"]].value
         if isinstance(sent.get("due_date"), str):
             sent["due_date"] = parse_due_date(sent["due_date"])
         if "tags" in sent:
@@ -283,17 +282,26 @@ class TaskRead(Struct, kw_only=True):
     updated_at: datetime
 
     @classmethod
-    def from_model(cls, task: Task | Row[Any]) -> TaskRead:
-        """Copy the public fields of a stored task (an ORM object, or a row of the table's columns)."""
+    def from_row(cls, row: Mapping[str, Any]) -> TaskRead:
+        """Copy the public fields of a stored task (a mapping of the table's columns to values)."""
         return cls(
-            id=task.id,
-            user_id=task.user_id,
-            title=task.title,
-            description=task.description,
-            completed=task.completed,
-            priority=Priority(task.priority).name,  # type: ignore[arg-type]  # the enum's names are the literals
-            due_date=task.due_date,
-            tags=list(task.tags),
-            created_at=task.created_at,
-            updated_at=task.updated_at,
+            id=row["id"],
+            user_id=row["user_id"],
+            title=row["title"],
+            description=row["description"],
+            completed=row["completed"],
+            priority=_PRIORITY_NAMES[row["priority"]],
+            due_date=_in_utc(row["due_date"]),
+            tags=list(row["tags"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
         )
+
+
+_PRIORITY_NAMES: dict[int, PriorityName] = {p.value: cast("PriorityName", p.name) for p in Priority}
+
+
+def _in_utc(value: datetime | None) -> datetime | None:
+    """asyncpg reads PostgreSQL's -infinity (which it also writes for 0001-01-01T00:00:00Z, the earliest due date)
+    back as a naive ``datetime.min``; every other stored time comes back in UTC."""
+    return value if value is None or value.tzinfo is not None else value.replace(tzinfo=UTC)

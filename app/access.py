@@ -1,0 +1,86 @@
+"""Who may call a route: one guard for every route, before any handler code runs.
+
+For each request, in this order:
+
+1. **Exempt** routes (``opt={EXEMPT: True}``: the health probes) and ``OPTIONS`` (CORS preflights, the
+   ``Allow`` answer; they carry no token and read no data) pass untouched.
+2. **Authentication**, on routes marked ``opt={BEARER: True}`` (the task API): the ``Authorization: Bearer``
+   token is verified by the app's :class:`~app.auth.tokens.TokenVerifier` and ``request.user`` becomes its
+   user id. A missing or bad token is a 401, charged to the client's address (below), so a client guessing
+   tokens runs into a 429.
+3. **Rate limit** (``app/ratelimit``): the request is charged to its token's user, or to the client's address
+   on routes without a token (``/docs``, ``/schema``); over the budget is a 429 with ``Retry-After``. The
+   budget's ``RateLimit-*`` headers go on the response whatever it is (``app.edge`` adds them).
+4. **Path owner**: a valid token may only use its own ``/api/{user_id}/…`` paths; anything else is a 403.
+
+One guard rather than middleware: Litestar runs guards inside the route's own call, so no extra layer wraps
+every request (a route middleware would add its own exception-handling layer too).
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, TooManyRequestsException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import HTTPScope, Scope
+
+from app.auth.tokens import InvalidTokenError, TokenVerifier, verify_bearer_token
+from app.ratelimit.limiter import Decision
+from app.ratelimit.limits import RateLimits
+
+BEARER = "bearer_token"
+"""Route ``opt`` key: ``opt={BEARER: True}`` requires a bearer token whose user owns the path."""
+EXEMPT = "access_exempt"
+"""Route ``opt`` key: ``opt={EXEMPT: True}`` skips authentication and rate limits (health probes)."""
+DECISION = "rate_limit_decision"
+"""Key in ``scope["state"]``: the rate-limit :class:`~app.ratelimit.limiter.Decision` charged for this request."""
+REALM = 'Bearer realm="todo-backend"'
+
+
+def authorization_header(scope: Scope) -> str | None:
+    """The ``Authorization`` header as sent (the first one), read straight from the ASGI scope."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return value.decode("latin-1")
+    return None
+
+
+async def control_access(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """App-wide guard: authentication, rate limit and path owner (see the module docstring)."""
+    scope = cast("HTTPScope", connection.scope)
+    opt = handler.opt
+    if opt.get(EXEMPT) or scope["method"] == "OPTIONS":
+        return
+    state = scope["app"].state
+    limits: RateLimits | None = state.rate_limits
+    if not opt.get(BEARER):
+        if limits is not None:
+            _enforce(scope, await limits.charge_address(scope))
+        return
+    verifier: TokenVerifier = state.token_verifier
+    try:
+        user = await verify_bearer_token(authorization_header(scope), verifier)
+    except InvalidTokenError as exc:
+        if limits is not None:
+            _enforce(scope, await limits.charge_address(scope))
+        challenge = REALM if exc.missing else f'{REALM}, error="invalid_token"'
+        raise NotAuthorizedException(detail=str(exc), headers={"WWW-Authenticate": challenge}) from None
+    scope["user"] = user
+    if limits is not None:
+        _enforce(scope, await limits.charge_user(user))
+    if scope["path_params"].get("user_id") != user:
+        raise PermissionDeniedException(detail="The token's user is not the user in the path.")
+
+
+def _enforce(scope: Scope, decision: Decision | None) -> None:
+    """Record the decision (``app.edge`` puts its headers on the response); a spent budget is a 429."""
+    if decision is None:  # the shared store is down: fail open (app/ratelimit/redis_limiter.py)
+        return
+    scope["state"][DECISION] = decision
+    if not decision.allowed:
+        raise TooManyRequestsException(
+            detail=f"Rate limit of {decision.rate} exceeded; retry after {decision.retry_after_seconds} s.",
+            headers={"Retry-After": str(decision.retry_after_seconds)},
+        )

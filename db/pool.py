@@ -41,6 +41,7 @@ import asyncpg
 
 logger = logging.getLogger("db.pool")
 _MIN_CONNECT_SECONDS = 0.05  # a connect attempt with less time than this cannot succeed anyway
+_CONTROL_KEEPALIVE_SECONDS = 60.0
 
 Connect = Callable[..., Awaitable[Any]]  # ``connect(timeout=seconds)`` returns an asyncpg.Connection
 
@@ -123,6 +124,7 @@ class ConnectionPool:
         self._down_attempt: asyncio.Future[PooledConnection] | None = None
         self._last_ok = self._loop.time()  # a statement or check completed then
         self._control: Any = None  # the watchdog's and readiness check's own connection
+        self._control_used = 0.0
         self._check_task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -231,6 +233,7 @@ class ConnectionPool:
             left = deadline - self._loop.time()
             async with asyncio.timeout(left if query_seconds is None else min(left, query_seconds)):
                 await self._control.execute("SELECT 1")
+            self._control_used = self._loop.time()
         except Exception as exc:
             control, self._control = self._control, None
             if control is not None:
@@ -239,11 +242,13 @@ class ConnectionPool:
         self._last_ok = self._loop.time()
 
     def _keep_control_open(self) -> None:
-        """Open the control connection in the background (once the database answers again), so that the next
-        check is one ``SELECT 1``, not a connect that a hung network would stretch to the whole budget."""
-        if self._closed or (self._control is not None and not self._control.is_closed()):
+        """Keep the control connection open, in the background: reopened when it closed, and used at least
+        every :data:`_CONTROL_KEEPALIVE_SECONDS` (servers drop idle connections; Neon after 5 minutes), so the
+        next check is one ``SELECT 1``, not a connect that a hung network would stretch to the whole budget."""
+        if self._closed or (self._check_task is not None and not self._check_task.done()):
             return
-        if self._check_task is not None and not self._check_task.done():
+        control_open = self._control is not None and not self._control.is_closed()
+        if control_open and self._loop.time() - self._control_used < _CONTROL_KEEPALIVE_SECONDS:
             return
         self._check_task = self._loop.create_task(self._check(self.options.connect_timeout, None))
         self._check_task.add_done_callback(_ignore_outcome)
@@ -255,18 +260,26 @@ class ConnectionPool:
         while not self._closed:
             await asyncio.sleep(interval)
             self.close_idle_beyond_minimum()
+            if not self._down:
+                self._keep_control_open()
             now = self._loop.time()
             starts = [c.busy_since for c in self._in_use if c.busy_since is not None]
             if self._down or not starts or now - max(min(starts), self._last_ok) < self.options.suspect_after:
                 continue
+            control_open = self._control is not None and not self._control.is_closed()
+            # A ping on an open connection, or else a connect first, which may rightly take longer.
+            seconds = self.options.ping_timeout if self._idle or control_open else self.options.connect_timeout
             try:
-                await self._probe()
+                await _unless_the_loop_lags(self._probe(), seconds)
+            except _LoopLagError:
+                logger.debug("database check inconclusive: this process's event loop is lagging")
             except DatabaseUnavailableError as exc:
                 self._declare_down(exc.__cause__ or exc)
 
     async def _probe(self) -> None:
         """Does the database still answer? A ``SELECT 1`` on an idle pooled connection (already open, so
-        quick), else on the control connection. Raises :class:`DatabaseUnavailableError` when it does not."""
+        quick), else on the control connection. Raises :class:`DatabaseUnavailableError` when it does not;
+        the caller bounds the time."""
         while self._idle and not self._waiters:
             connection = self._idle.pop()
             self._in_use.add(connection)
@@ -274,18 +287,17 @@ class ConnectionPool:
                 self.discard(connection)
                 continue
             try:
-                async with asyncio.timeout(self.options.ping_timeout):
-                    await connection.raw.execute("SELECT 1")
-            except TimeoutError as exc:
-                self.discard(connection)
-                raise DatabaseUnavailableError("the database did not answer a check in time") from exc
+                await connection.raw.execute("SELECT 1")
+            except asyncio.CancelledError:
+                self.discard(connection)  # cut off mid-ping (the caller's time limit): never lend it again
+                raise
             except Exception:  # this connection broke; the database may be fine: ask another way
                 self.discard(connection)
                 continue
             self._last_ok = self._loop.time()
             self.release(connection)
             return
-        await self.check(self.options.connect_timeout, query_seconds=self.options.ping_timeout)
+        await self.check(self.options.connect_timeout)
 
     def _declare_down(self, cause: BaseException) -> None:
         """The database cannot be reached: drop every connection and fail every waiter at once."""
@@ -360,7 +372,10 @@ class ConnectionPool:
             self._opening -= 1
             self._slot_freed()
             if isinstance(exc, Exception):
-                if _unreachable(exc) or not (self._in_use or self._idle):
+                # With nothing open there is nothing to lose: declare it down, so the next openers share one
+                # attempt. Open connections are left to the watchdog: a connect that fails under load (a
+                # slot limit, a slow handshake) says little about the statements running on them.
+                if not (self._in_use or self._idle):
                     self._declare_down(exc)
                 raise DatabaseUnavailableError("cannot open a database connection") from exc
             raise
@@ -474,9 +489,40 @@ def _ignore_outcome(task: asyncio.Task[None]) -> None:
         task.exception()  # retrieved: a background check that failed is not an error of its own
 
 
-def _unreachable(exc: BaseException) -> bool:
-    """A connect failed at the network level (refused, reset, timed out), or the server is not up."""
-    return isinstance(exc, OSError | TimeoutError | asyncpg.exceptions.CannotConnectNowError)
+class _LoopLagError(Exception):
+    """A check timed out while this process's event loop was too busy to tell a silent database from itself."""
+
+
+_HEARTBEAT_SECONDS = 0.05
+
+
+async def _unless_the_loop_lags(check: Awaitable[None], seconds: float) -> None:
+    """Run ``check`` within ``seconds``; a timeout counts only if the event loop kept time meanwhile.
+
+    When the process is starved of CPU, an answer that arrived may sit unread past any time limit. A heartbeat
+    that should wake every 50 ms measures how late the loop runs; if it was late by more than a quarter of
+    the limit, the timeout says nothing about the database and :class:`_LoopLagError` is raised instead.
+    """
+    loop = asyncio.get_running_loop()
+    lag = 0.0
+
+    async def heartbeat() -> None:
+        nonlocal lag
+        while True:
+            expected = loop.time() + _HEARTBEAT_SECONDS
+            await asyncio.sleep(_HEARTBEAT_SECONDS)
+            lag = max(lag, loop.time() - expected)
+
+    beating = loop.create_task(heartbeat())
+    try:
+        async with asyncio.timeout(seconds):
+            await check
+    except TimeoutError as exc:
+        if lag > seconds / 4:
+            raise _LoopLagError from None
+        raise DatabaseUnavailableError("the database did not answer a check in time") from exc
+    finally:
+        beating.cancel()
 
 
 async def _close_politely(raw: Any, seconds: float) -> None:

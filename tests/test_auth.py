@@ -16,6 +16,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from app.asgi import build_app
+from app.auth.tokens import InvalidTokenError, SharedSecretVerifier, TokenRules, VerifiedToken, VerifiedTokenCache
 from config.settings import Settings
 from tests.conftest import TEST_SECRET
 
@@ -199,3 +200,63 @@ async def test_user_claim_is_configurable(settings: Settings, new_user: Callable
         assert (await client.get(f"/api/{user}/tasks", headers={"Authorization": f"Bearer {ok}"})).status_code == 200
         missing = sign({"sub": user, "exp": int(time.time()) + 60})
         assert_401(await client.get(f"/api/{user}/tasks", headers={"Authorization": f"Bearer {missing}"}))
+
+
+# -- the verified-token cache ---------------------------------------------------------------------------------
+
+
+class Clock:
+    """Wall time the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_token_is_checked_once_then_served_from_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    checks: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        checks.append(token)
+        return real_decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    verifier = SharedSecretVerifier(TEST_SECRET, TokenRules())
+    token, other = sign(claims_for("alice")), sign(claims_for("bob"))
+    for _ in range(3):
+        assert (await verifier.verify(token)).user_id == "alice"
+    assert (await verifier.verify(other)).user_id == "bob"
+    assert checks == [token, other]  # one signature check per token
+    with pytest.raises(InvalidTokenError):  # a token that fails is never cached: it fails every time
+        await verifier.verify(token[:-2] + "xx")
+    with pytest.raises(InvalidTokenError):
+        await verifier.verify(token[:-2] + "xx")
+    assert len(checks) == 4
+
+
+def test_a_cached_token_expires_with_its_exp_and_within_max_age() -> None:
+    clock = Clock()
+    cache = VerifiedTokenCache(30, max_age=60, clock=clock)
+    soon = cache.put("soon", VerifiedToken("alice", clock.now + 10))
+    cache.put("later", VerifiedToken("bob", clock.now + 3600))
+    assert cache.get("soon") == soon
+    clock.now += 10 + 29  # past exp, within the leeway the full check allows too
+    assert cache.get("soon") == soon
+    clock.now += 2
+    assert cache.get("soon") is None  # past exp + leeway: it must be checked again (and will be refused)
+    assert cache.get("later") is not None
+    clock.now += 20
+    assert cache.get("later") is None  # at most max_age after it was checked, whatever its exp
+    assert cache.get("never seen") is None
+
+
+def test_the_cache_is_bounded() -> None:
+    cache = VerifiedTokenCache(0, size=100)
+    far = time.time() + 3600
+    for n in range(250):
+        cache.put(str(n), VerifiedToken(str(n), far))
+    assert len(cache._entries) <= 100
+    assert cache.get("249") == VerifiedToken("249", far)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple, Protocol
@@ -134,10 +135,13 @@ class VerifiedTokenCache:
     changes. Bounded in size; per process, and a miss only costs the full check.
     """
 
-    def __init__(self, leeway_seconds: int, *, max_age: float = 60.0, size: int = 10_000) -> None:
+    def __init__(
+        self, leeway_seconds: int, *, max_age: float = 60.0, size: int = 10_000, clock: Callable[[], float] = time.time
+    ) -> None:
         self._leeway = leeway_seconds
         self.max_age = max_age
         self._size = size
+        self._clock = clock  # wall time: ``exp`` is seconds since the epoch
         self._entries: dict[str, tuple[VerifiedToken, float]] = {}  # token -> (result, valid until)
 
     def get(self, token: str) -> VerifiedToken | None:
@@ -145,7 +149,7 @@ class VerifiedTokenCache:
         entry = self._entries.get(token)
         if entry is None:
             return None
-        if time.time() < entry[1]:
+        if self._clock() < entry[1]:
             return entry[0]
         del self._entries[token]
         return None
@@ -158,7 +162,7 @@ class VerifiedTokenCache:
         """Remember ``verified`` for ``token``; returns it."""
         if len(self._entries) >= self._size:
             self._entries.clear()  # simpler than LRU bookkeeping on every hit; refills within a second
-        self._entries[token] = (verified, min(verified.expires_at + self._leeway, time.time() + self.max_age))
+        self._entries[token] = (verified, min(verified.expires_at + self._leeway, self._clock() + self.max_age))
         return verified
 
 

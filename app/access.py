@@ -1,4 +1,4 @@
-"""Who may call a route: one guard for every route, before any handler code runs.
+"""Who may call a route: one check for every route, before any handler code runs.
 
 For each request, in this order:
 
@@ -13,18 +13,18 @@ For each request, in this order:
    budget's ``RateLimit-*`` headers go on the response whatever it is (``app.edge`` adds them).
 4. **Path owner**: a valid token may only use its own ``/api/{user_id}/…`` paths; anything else is a 403.
 
-One guard rather than middleware: Litestar runs guards inside the route's own call, so no extra layer wraps
-every request (a route middleware would add its own exception-handling layer too).
+It is the app's ``before_request`` hook: Litestar calls it inside the route, right before it parses
+parameters and resolves dependencies, so no extra layer wraps every request. (A route middleware would add
+its own exception-handling layer, and Litestar copies the route handler for each guard on every request.)
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from litestar.connection import ASGIConnection
+from litestar import Request
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, TooManyRequestsException
-from litestar.handlers.base import BaseRouteHandler
-from litestar.types import HTTPScope, Scope
+from litestar.types import Scope
 
 from app.auth.tokens import InvalidTokenError, TokenVerifier, verify_bearer_token
 from app.ratelimit.limiter import Decision
@@ -47,10 +47,10 @@ def authorization_header(scope: Scope) -> str | None:
     return None
 
 
-async def control_access(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """App-wide guard: authentication, rate limit and path owner (see the module docstring)."""
-    scope = cast("HTTPScope", connection.scope)
-    opt = handler.opt
+async def control_access(request: Request[Any, Any, Any]) -> None:
+    """App-wide ``before_request`` hook: authentication, rate limit and path owner (see the module docstring)."""
+    scope = request.scope
+    opt = scope["route_handler"].opt
     if opt.get(EXEMPT) or scope["method"] == "OPTIONS":
         return
     state = scope["app"].state

@@ -157,6 +157,7 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
         reload=reload,
         log_config=uvicorn_log_config(settings.log_level),
         grace_seconds=settings.shutdown_grace_seconds,
+        access_log=settings.log_level in {"DEBUG", "INFO"},  # the access log writes at INFO
     )
 
 

@@ -418,11 +418,8 @@ async def explain_list_queries(database_url: str, user_id: str) -> list[Explaine
     The statements are captured from the app's own code: its ``ListQuery`` and owner-scoped repository,
     called as the list route calls them (``page()`` with ``limit + 1`` rows and the filter's total).
     """
-    from sqlalchemy.ext.asyncio import AsyncSession  # noqa: PLC0415 - the app's stack, only for this step
-
-    from app.tasks.listing import ListQuery  # noqa: PLC0415
+    from app.tasks.listing import ListQuery  # noqa: PLC0415 - the app's stack, only for this step
     from db.database import DryRunExecutor  # noqa: PLC0415
-    from db.engine import create_engine  # noqa: PLC0415
     from db.repositories import TaskRepository  # noqa: PLC0415
 
     connection = await asyncpg.connect(asyncpg_dsn(database_url), timeout=10)
@@ -441,10 +438,9 @@ async def explain_list_queries(database_url: str, user_id: str) -> list[Explaine
             ("q=report", ListQuery(owner=user_id, q="report")),
         ]
         plans: list[Explained] = []
-        engine = create_engine(database_url)  # never connects: Advanced Alchemy's session wants one
         for variant, query in variants:
             executor = DryRunExecutor("postgresql")
-            repository = TaskRepository(owner_id=user_id, session=AsyncSession(engine), executor=executor)
+            repository = TaskRepository(owner_id=user_id, executor=executor)
             await repository.page(query, limit=EXPLAIN_PAGE + 1)  # records the statement it would run
             [(statement, values)] = executor.calls
             compiled = statement.for_postgres()

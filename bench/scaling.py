@@ -59,7 +59,7 @@ async def time_lists(url: str, users: int, rounds: int) -> dict[str, float]:
             for _ in range(rounds):
                 for owner in chosen:
                     query = ListQuery(owner=owner, **options)  # type: ignore[arg-type]
-                    tasks = TaskRepository(owner_id=owner, session=AsyncSession(database.engine), executor=database)
+                    tasks = TaskRepository(owner_id=owner, executor=database)
                     started = time.perf_counter()
                     await tasks.page(query, limit=LIMIT + 1)
                     samples.append((time.perf_counter() - started) * 1000)

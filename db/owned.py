@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+from types import MappingProxyType, SimpleNamespace
 from typing import Any, ClassVar, Generic, NoReturn, Protocol, Self, TypeVar, cast
 
 from advanced_alchemy.exceptions import NotFoundError, RepositoryError
@@ -124,6 +125,37 @@ class PageSpec(Protocol):
 TOTAL = "_total"
 
 
+class _NoSession:
+    """Stands in for the ORM session of a repository built for the request path (``executor`` only).
+
+    Advanced Alchemy's constructor reads a session's dialect and ``info``; nothing else of it is touched
+    unless one of Advanced Alchemy's own methods runs, and those then fail at once, saying why, instead of
+    opening a second pool's connections behind the request path's back.
+    """
+
+    info: Mapping[str, Any] = MappingProxyType({})
+
+    def __init__(self, dialect_name: str) -> None:
+        self.bind = SimpleNamespace(dialect=SimpleNamespace(name=dialect_name))
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise RuntimeError(
+            f"this repository runs on the request path (an executor, no session): session.{name} is not "
+            "available; build it with session=… to use Advanced Alchemy's own methods"
+        )
+
+
+_NO_SESSIONS: dict[str, _NoSession] = {}
+
+
+def no_session(dialect_name: str) -> AsyncSession:
+    """The (shared, stateless) stand-in session for request-path repositories on ``dialect_name``."""
+    stand_in = _NO_SESSIONS.get(dialect_name)
+    if stand_in is None:
+        stand_in = _NO_SESSIONS[dialect_name] = _NoSession(dialect_name)
+    return cast("AsyncSession", stand_in)
+
+
 class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
     """A repository bound to one owner: it can only see, change, delete and create that owner's rows.
 
@@ -146,10 +178,14 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
         self,
         *,
         owner_id: str,
-        session: AsyncSession | async_scoped_session[AsyncSession],
+        session: AsyncSession | async_scoped_session[AsyncSession] | None = None,
         executor: Executor | None = None,
         **kwargs: Any,
     ) -> None:
+        if session is None:  # the request path: statements through the executor, no ORM session at all
+            if executor is None:
+                raise TypeError("an owned repository needs a session, an executor, or both")
+            session = no_session(executor.dialect_name)
         if not isinstance(owner_id, str) or not owner_id:
             raise OwnerScopeError(detail="an owned repository needs a non-empty owner id")
         if kwargs.get("cache_manager") is not None:

@@ -331,10 +331,11 @@ class ConnectionPool:
                 return None
         waiter: _Waiter = self._loop.create_future()
         self._waiters.append(waiter)
+        # A plain timer, not asyncio.timeout(): this runs for every request that waits, under the heaviest load.
+        expiry = self._loop.call_later(self.options.wait_timeout, _expire, waiter)
         try:
-            async with asyncio.timeout(self.options.wait_timeout):
-                handed = await waiter
-        except TimeoutError:
+            handed = await waiter
+        except _WaitExpiredError:
             raise PoolExhaustedError(self.options.wait_timeout, self.stats()) from None
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
@@ -346,7 +347,8 @@ class ConnectionPool:
                     self.release(given)
             raise
         finally:
-            with contextlib.suppress(ValueError):
+            expiry.cancel()
+            with contextlib.suppress(ValueError):  # still queued when it expired or was cancelled
                 self._waiters.remove(waiter)
         return handed  # a connection, or None: a slot was passed on (_slot_freed counted it as opening)
 
@@ -482,6 +484,15 @@ class ConnectionPool:
         )
         for connection in list(self._in_use):  # still running: the shutdown grace period is over
             connection.raw.terminate()
+
+
+class _WaitExpiredError(Exception):
+    """A waiter's time for a free connection ran out."""
+
+
+def _expire(waiter: _Waiter) -> None:
+    if not waiter.done():
+        waiter.set_exception(_WaitExpiredError())
 
 
 def _ignore_outcome(task: asyncio.Task[None]) -> None:

@@ -418,6 +418,17 @@ async def test_repository_refuses_a_statement_over_another_table(world: World) -
         TaskRepository(owner_id=world.mallory_id, session=world.session, statement=cast("Any", select(aliased(Task))))
 
 
+async def test_a_request_path_repository_has_no_session_to_fall_back_on(world: World) -> None:
+    """Built with an executor only (as the routes build it): the request path's methods work, Advanced Alchemy's
+    session methods fail at once and say why, rather than opening connections of another pool."""
+    tasks = TaskRepository(owner_id=world.alice_id, executor=world.database)
+    assert (await tasks.get_row(world.alice_tasks[0]))["title"] == "alice 1"
+    with pytest.raises(RuntimeError, match="request path"):
+        await tasks.get(world.alice_tasks[0])
+    with pytest.raises(TypeError):
+        TaskRepository(owner_id=world.alice_id)
+
+
 async def test_repository_refuses_a_cache(world: World) -> None:
     with pytest.raises(OwnerScopeError):
         TaskRepository(owner_id=world.alice_id, session=world.session, cache_manager=object())

@@ -18,7 +18,6 @@ from litestar.exceptions import ValidationException
 from litestar.openapi.spec import Operation, Reference
 from litestar.params import HeaderParameter, JSONBody, Parameter
 from sqlalchemy import not_
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.access import BEARER
 from app.openapi import BEARER_SCHEME, RATE_LIMIT_HEADERS, CreateTaskOperation, UpdateTaskOperation, problem_responses
@@ -99,8 +98,7 @@ async def provide_tasks(
 ) -> TaskRepository:
     """The authenticated user's tasks (the guard has checked that ``user_id`` is that user)."""
     del user_id  # documented path parameter; the owner comes from the verified token
-    database: Database = request.app.state.database
-    return TaskRepository(owner_id=request.user, session=AsyncSession(database.engine), executor=database)
+    return TaskRepository(owner_id=request.user, executor=request.app.state.database)
 
 
 def task_location(task: Row) -> str:

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import jwt
@@ -50,8 +51,25 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 WRK_SCRIPT = BENCH / "wrk" / "tasks.lua"
 WORKLOADS = ("list", "get", "create", "update", "mix")
-APPS = ("ours", "fastapi", "bare")
-LABELS = {"ours": "ours (Litestar + AA)", "fastapi": "FastAPI + SQLModel", "bare": "bare ASGI + asyncpg"}
+APPS = ("ours", "ours-nolimit", "fastapi", "bare")
+OURS = ("ours", "ours-nolimit")
+LABELS = {
+    "ours": "ours (Litestar + AA), production settings: rate limiter on (in memory, a budget the load cannot "
+    "spend), default pool",
+    "ours-nolimit": "ours with rate limits off",
+    "fastapi": "FastAPI + SQLModel",
+    "bare": "bare ASGI + asyncpg",
+}
+# Issue 9's targets, per workload: ours ÷ bare at least, ours ÷ FastAPI at least, p99 at most (ms).
+TARGETS = {
+    "list": (0.5, 2.0, 50.0),
+    "get": (0.5, 2.0, 50.0),
+    "create": (0.4, 2.0, 60.0),
+    "update": (0.4, 2.0, 60.0),
+    "mix": (0.4, 2.0, 60.0),
+}
+STRESS_P95_MS = 250.0
+RSS_LIMIT_MB = 150.0
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
 EXPLAIN_PAGE = 20  # the page size whose plans the report shows (limit=20, as the list workload asks)
@@ -80,6 +98,9 @@ class Options:
     output_dir: Path
     explain: bool
     quick: bool
+    stress_connections: tuple[int, ...] = (100, 200)
+    stress_duration: int = 30
+    round_trips: bool = True
     throwaway: bool = False  # a database made for this run (quick mode), dropped at the end
 
 
@@ -99,6 +120,7 @@ class Result:
     peak_rss_mb: float
     peak_process_rss_mb: float
     processes: int
+    connections: int = 0
 
 
 @dataclass(slots=True)
@@ -128,7 +150,7 @@ def free_port() -> int:
 
 def server_command(app: str, port: int, workers: int) -> list[str]:
     """How each app is started: ours exactly as deployed (``manage.py serve``), the baselines by uvicorn."""
-    if app == "ours":
+    if app in OURS:
         return [
             sys.executable,
             "manage.py",
@@ -267,11 +289,17 @@ def serving(app: str, options: Options, env: dict[str, str], ready_path: str, to
 
 
 def run_wrk(
-    server: Server, data_file: Path, workload: str, seconds: int, options: Options, raw_log: Path | None
+    server: Server,
+    data_file: Path,
+    workload: str,
+    seconds: int,
+    options: Options,
+    raw_log: Path | None,
+    connections: int | None = None,
 ) -> dict[str, Any]:
     """One wrk run; the parsed ``BENCH_RESULT`` line of the Lua ``done()`` hook."""
     command = [
-        "wrk", "-t", str(options.threads), "-c", str(options.connections), "-d", f"{seconds}s",
+        "wrk", "-t", str(options.threads), "-c", str(connections or options.connections), "-d", f"{seconds}s",
         "--timeout", "5s", "--latency", "-s", str(WRK_SCRIPT), server.url,
         "--", str(data_file), workload, str(secrets.randbelow(1_000_000)),
     ]  # fmt: skip
@@ -287,15 +315,24 @@ def run_wrk(
     raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr.strip() or completed.stdout[-2000:]}")
 
 
-def measure(server: Server, data_file: Path, workload: str, options: Options) -> Result:
+def measure(
+    server: Server,
+    data_file: Path,
+    workload: str,
+    options: Options,
+    *,
+    connections: int | None = None,
+    duration: int | None = None,
+) -> Result:
     """Warm up, then measure one workload while sampling the server's memory."""
     sampler = RssSampler(server)
     sampler.start()
+    connections = connections or options.connections
     try:
         if options.warmup > 0:
-            run_wrk(server, data_file, workload, options.warmup, options, None)
-        raw = options.output_dir / "logs" / f"wrk-{server.app}-{workload}.txt"
-        stats = run_wrk(server, data_file, workload, options.duration, options, raw)
+            run_wrk(server, data_file, workload, options.warmup, options, None, connections)
+        raw = options.output_dir / "logs" / f"wrk-{server.app}-{workload}-{connections}.txt"
+        stats = run_wrk(server, data_file, workload, duration or options.duration, options, raw, connections)
     finally:
         sampler.finish()
     if server.process.poll() is not None:
@@ -318,6 +355,7 @@ def measure(server: Server, data_file: Path, workload: str, options: Options) ->
         peak_rss_mb=round(sampler.peak_total / 2**20, 1),
         peak_process_rss_mb=round(sampler.peak_process / 2**20, 1),
         processes=sampler.processes,
+        connections=connections,
     )
 
 
@@ -468,46 +506,54 @@ async def explain_list_queries(database_url: str, user_id: str) -> list[Explaine
 # -- report -------------------------------------------------------------------------------------------------
 
 
-def ratio(results: dict[tuple[str, str], Result], workload: str, other: str) -> float | None:
-    """ours ÷ ``other`` in requests/s for ``workload``."""
-    ours, base = results.get(("ours", workload)), results.get((other, workload))
+def ratio(results: dict[tuple[str, str], Result], workload: str, other: str, app: str = "ours") -> float | None:
+    """``app`` ÷ ``other`` in requests/s for ``workload``."""
+    ours, base = results.get((app, workload)), results.get((other, workload))
     if ours is None or base is None or not base.requests_per_second:
         return None
     return round(ours.requests_per_second / base.requests_per_second, 2)
 
 
-def targets(results: dict[tuple[str, str], Result]) -> list[tuple[str, str, bool]]:
-    """The issue's targets (one worker, 64 connections, 1M tasks) against this run: (target, measured, met)."""
+def targets(results: dict[tuple[str, str], Result], stress: list[Result] | None = None) -> list[tuple[str, str, bool]]:
+    """Issue 9's targets (one worker, 64 connections, 1M tasks) against this run: (target, measured, met)."""
     checks: list[tuple[str, str, bool]] = []
-    for workload, bare_share, fastapi_times in (("list", 0.5, 2.0), ("mix", 0.4, None)):
-        ours = results.get(("ours", workload))
-        if ours is None:
-            continue
-        to_bare = ratio(results, workload, "bare")
-        if to_bare is not None:
-            checks.append((f"{workload}: ours >= {bare_share} x bare", f"{to_bare:.2f} x", to_bare >= bare_share))
-        to_fastapi = ratio(results, workload, "fastapi")
-        if fastapi_times is not None and to_fastapi is not None:
-            met = to_fastapi >= fastapi_times
-            checks.append((f"{workload}: ours >= {fastapi_times} x FastAPI", f"{to_fastapi:.2f} x", met))
-        p99 = ours.latency_ms["p99"]
-        checks.append((f"{workload}: p99 <= 50 ms", f"{p99:.1f} ms", p99 <= 50))
-        checks.append((f"{workload}: 0 errors", str(ours.errors), ours.errors == 0))
-    ours_rss = [r.peak_process_rss_mb for (app, _), r in results.items() if app == "ours"]
+    for app in OURS:
+        for workload, (bare_share, fastapi_times, p99_limit) in TARGETS.items():
+            ours = results.get((app, workload))
+            if ours is None:
+                continue
+            to_bare, to_fastapi = ratio(results, workload, "bare", app), ratio(results, workload, "fastapi", app)
+            if to_bare is not None:
+                checks.append((f"{app} {workload}: >= {bare_share} x bare", f"{to_bare:.2f} x", to_bare >= bare_share))
+            if to_fastapi is not None:
+                met = to_fastapi >= fastapi_times
+                checks.append((f"{app} {workload}: >= {fastapi_times} x FastAPI", f"{to_fastapi:.2f} x", met))
+            p99 = ours.latency_ms["p99"]
+            checks.append((f"{app} {workload}: p99 <= {p99_limit:g} ms", f"{p99:.1f} ms", p99 <= p99_limit))
+            checks.append((f"{app} {workload}: 0 errors", str(ours.errors), ours.errors == 0))
+    for result in stress or []:
+        p95 = result.latency_ms["p95"]
+        name = f"{result.connections} connections, mix: 0 non-2xx and p95 <= {STRESS_P95_MS:g} ms"
+        checks.append((name, f"{result.errors} errors, p95 {p95:.1f} ms", result.errors == 0 and p95 <= STRESS_P95_MS))
+    ours_rss = [r.peak_process_rss_mb for (app, _), r in results.items() if app in OURS]
+    ours_rss += [r.peak_process_rss_mb for r in stress or []]
     if ours_rss:
-        checks.append(("peak RSS per worker <= 150 MB", f"{max(ours_rss):.0f} MB", max(ours_rss) <= 150))
+        worst = max(ours_rss)
+        checks.append((f"peak RSS per worker <= {RSS_LIMIT_MB:g} MB", f"{worst:.0f} MB", worst <= RSS_LIMIT_MB))
     return checks
 
 
-def results_table(results: dict[tuple[str, str], Result]) -> list[str]:
+def results_table(results: dict[tuple[str, str], Result] | list[Result]) -> list[str]:
     """The main table, as Markdown lines."""
+    rows = list(results.values()) if isinstance(results, dict) else results
     lines = [
-        "| app | workload | req/s | p50 ms | p95 ms | p99 ms | errors | peak RSS MB (tree) | peak RSS MB (process) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| app | workload | connections | req/s | p50 ms | p95 ms | p99 ms | errors | peak RSS MB (tree) "
+        "| peak RSS MB (process) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for (app, workload), r in results.items():
+    for r in rows:
         lines.append(
-            f"| {app} | {workload} | {r.requests_per_second:,.0f} | {r.latency_ms['p50']:.1f} | "
+            f"| {r.app} | {r.workload} | {r.connections} | {r.requests_per_second:,.0f} | {r.latency_ms['p50']:.1f} | "
             f"{r.latency_ms['p95']:.1f} | {r.latency_ms['p99']:.1f} | {r.errors} | {r.peak_rss_mb:.0f} | "
             f"{r.peak_process_rss_mb:.0f} |"
         )
@@ -515,7 +561,7 @@ def results_table(results: dict[tuple[str, str], Result]) -> list[str]:
 
 
 def ratios_table(results: dict[tuple[str, str], Result], workloads: Sequence[str]) -> list[str]:
-    """ours ÷ bare and ours ÷ FastAPI per workload, as Markdown lines."""
+    """ours ÷ bare and ours ÷ FastAPI per workload (both configurations of ours), as Markdown lines."""
 
     def show(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
@@ -525,15 +571,35 @@ def ratios_table(results: dict[tuple[str, str], Result], workloads: Sequence[str
         return "-" if result is None else f"{result.latency_ms['p99']:.1f}"
 
     lines = [
-        "| workload | ours ÷ bare (req/s) | ours ÷ FastAPI (req/s) | p99 ms ours / FastAPI / bare |",
-        "|---|---:|---:|---|",
+        "| workload | ours ÷ bare | ours ÷ FastAPI | limits off: ÷ bare | limits off: ÷ FastAPI "
+        "| p99 ms ours / limits off / FastAPI / bare |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for workload in workloads:
         lines.append(
             f"| {workload} | {show(ratio(results, workload, 'bare'))} | {show(ratio(results, workload, 'fastapi'))} "
-            f"| {p99('ours', workload)} / {p99('fastapi', workload)} / {p99('bare', workload)} |"
+            f"| {show(ratio(results, workload, 'bare', 'ours-nolimit'))} "
+            f"| {show(ratio(results, workload, 'fastapi', 'ours-nolimit'))} "
+            f"| {p99('ours', workload)} / {p99('ours-nolimit', workload)} / {p99('fastapi', workload)} / "
+            f"{p99('bare', workload)} |"
         )
     return lines
+
+
+def round_trips_table(trips: list[Any]) -> list[str]:
+    """Statements and round trips per route, as Markdown lines."""
+    lines = ["| route | status | statements sent | round trips |", "|---|---:|---|---:|"]
+    for trip in trips:
+        statements = "; ".join(f"`{_short(sql)}`" for sql in trip.statements) or "none"
+        lines.append(f"| {trip.route} | {trip.status} | {statements} | {trip.round_trips} |")
+    return lines
+
+
+def _short(sql: str) -> str:
+    words = sql.split()
+    verb = words[0].upper() if words else ""
+    table = next((words[i + 1] for i, w in enumerate(words[:-1]) if w.upper() in {"FROM", "INTO", "UPDATE"}), "")
+    return f"{verb} {table}".strip() if verb in {"SELECT", "INSERT", "UPDATE", "DELETE"} else " ".join(words[:6])
 
 
 def git_revision() -> str:
@@ -570,7 +636,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def render_markdown(meta: dict[str, Any], results: dict[tuple[str, str], Result], plans: list[Explained]) -> str:
+def render_markdown(
+    meta: dict[str, Any],
+    results: dict[tuple[str, str], Result],
+    plans: list[Explained],
+    stress: list[Result] | None = None,
+    trips: list[Any] | None = None,
+) -> str:
     """The report as Markdown."""
     lines = [
         "# Benchmark: ours vs FastAPI + SQLModel vs bare ASGI (the ceiling)",
@@ -582,6 +654,7 @@ def render_markdown(meta: dict[str, Any], results: dict[tuple[str, str], Result]
         f"requests spread over {meta['sample_users']:,} of them, each with its own token",
         f"- load: wrk, {meta['connections']} connections, {meta['threads']} thread(s), "
         f"{meta['warmup']} s warm-up + {meta['duration']} s measured per workload; {meta['workers']} worker(s) per app",
+        "- apps: " + "; ".join(f"`{app}` = {LABELS[app]}" for app in meta["apps"]),
         "- errors = non-2xx responses + socket errors (connect, read, write, timeout); RSS = the server's process "
         "tree, sampled every 0.1 s during the workload (tree = all processes; process = the largest one)",
         "",
@@ -594,13 +667,30 @@ def render_markdown(meta: dict[str, Any], results: dict[tuple[str, str], Result]
         *ratios_table(results, meta["workloads"]),
         "",
     ]
-    checks = targets(results)
+    if stress:
+        lines += [
+            "## Many clients (ours, production settings, the mix, "
+            f"{meta.get('stress_duration', '?')} s each, requests over {meta['sample_users']:,} users)",
+            "",
+            *results_table(stress),
+            "",
+        ]
+    if trips:
+        lines += [
+            "## Round trips per route (ours, read off the wire; the second call of each route)",
+            "",
+            *round_trips_table(trips),
+            "",
+        ]
+    checks = targets(results, stress)
     if checks:
-        lines += ["## Targets (issue 3: one worker, 64 connections, 1M tasks)", "", "| target | measured | met |"]
+        lines += ["## Targets (issue 9: one worker, 64 connections, 1M tasks)", "", "| target | measured | met |"]
         lines += ["|---|---:|---|"]
         lines += [f"| {name} | {value} | {'yes' if met else '**no**'} |" for name, value, met in checks]
         lines.append("")
-    odd = {f"{app}/{workload}": r.statuses for (app, workload), r in results.items() if r.errors}
+    odd = {
+        f"{r.app}/{r.workload}/{r.connections}": r.statuses for r in [*results.values(), *(stress or [])] if r.errors
+    }
     if odd:
         lines += ["Status codes where there were errors: `" + json.dumps(odd) + "`", ""]
     lines += ["## List query plans (ours)", ""]
@@ -634,13 +724,21 @@ def render_markdown(meta: dict[str, Any], results: dict[tuple[str, str], Result]
     return "\n".join(lines)
 
 
-def print_summary(results: dict[tuple[str, str], Result], workloads: Sequence[str]) -> None:
+def print_summary(
+    results: dict[tuple[str, str], Result], workloads: Sequence[str], stress: list[Result], trips: list[Any]
+) -> None:
     """The tables on stdout."""
     print()
     print("\n".join(results_table(results)))
     print()
     print("\n".join(ratios_table(results, workloads)))
-    for name, value, met in targets(results):
+    if stress:
+        print()
+        print("\n".join(results_table(stress)))
+    if trips:
+        print()
+        print("\n".join(round_trips_table(trips)))
+    for name, value, met in targets(results, stress):
         print(f"  {'ok  ' if met else 'MISS'} {name}: {value}")
 
 
@@ -660,6 +758,68 @@ async def database_facts(database_url: str) -> dict[str, Any]:
     return {"tasks": tasks, "users": users, "postgres": version.split(" on ", maxsplit=1)[0]}
 
 
+def app_env(app: str, env: dict[str, str]) -> dict[str, str]:
+    """The environment ``app`` runs with: ``ours`` has a per-user budget no run spends, ``ours-nolimit`` none."""
+    if app == "ours":
+        return {**env, "RATE_LIMIT": "1000000/minute"}
+    if app == "ours-nolimit":
+        return {**env, "RATE_LIMIT": "off", "RATE_LIMIT_ANONYMOUS": "off"}
+    return env
+
+
+def asyncpg_host_port(database_url: str) -> tuple[str, int]:
+    """The host and port a PostgreSQL URL names (defaults: 127.0.0.1, 5432)."""
+    parts = urlsplit(database_url)
+    return parts.hostname or "127.0.0.1", parts.port or 5432
+
+
+def _progress(result: Result) -> None:
+    print(
+        f"{result.app:12} {result.workload:7} c={result.connections:<4} {result.requests_per_second:9,.0f} req/s  "
+        f"p95 {result.latency_ms['p95']:7.1f} ms  p99 {result.latency_ms['p99']:7.1f} ms  errors {result.errors}  "
+        f"RSS {result.peak_rss_mb:.0f} MB",
+        flush=True,
+    )
+
+
+def measure_apps(
+    options: Options, env: dict[str, str], users: list[tuple[str, list[int]]], tokens: list[str]
+) -> tuple[dict[tuple[str, str], Result], list[Result]]:
+    """Every app under every workload, and ours under many clients; each starts from the seeded data."""
+    results: dict[tuple[str, str], Result] = {}
+    stress: list[Result] = []
+    ready_path = f"/api/{users[0][0]}/tasks?limit=20"
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        data_file = Path(scratch) / "users.lua"
+        write_lua_data(data_file, users, tokens)
+        for app in options.apps:
+            watermark = asyncio.run(max_task_id(options.database_url))
+            with serving(app, options, app_env(app, env), ready_path, tokens[0]) as server:
+                for workload in options.workloads:
+                    try:
+                        result = measure(server, data_file, workload, options)
+                    finally:  # every workload starts from the seeded data, vacuumed
+                        asyncio.run(remove_created(options.database_url, watermark))
+                    results[(app, workload)] = result
+                    _progress(result)
+                if app == "ours":  # many clients at once, with the production settings
+                    for connections in options.stress_connections:
+                        try:
+                            result = measure(
+                                server,
+                                data_file,
+                                "mix",
+                                options,
+                                connections=connections,
+                                duration=options.stress_duration,
+                            )
+                        finally:
+                            asyncio.run(remove_created(options.database_url, watermark))
+                        stress.append(result)
+                        _progress(result)
+    return results, stress
+
+
 def run(options: Options, command_line: str) -> dict[str, Any]:
     """Benchmark every app under every workload; write and return the report."""
     if shutil.which("wrk") is None:
@@ -670,6 +830,9 @@ def run(options: Options, command_line: str) -> dict[str, Any]:
     users = asyncio.run(sample_users(options.database_url, options.sample_users))
     secret = secrets.token_urlsafe(48)
     tokens = [issue_token(secret, user) for user, _ in users]
+    # Ours runs with its production defaults (the default pool, the rate limiter on, counting in memory), but a
+    # budget the load cannot spend: the benchmark measures the limiter's cost, not its refusals. "ours-nolimit"
+    # turns the rate limits off, like the baselines, which have none.
     env = {
         **os.environ,
         "DATABASE_URL": options.database_url,
@@ -677,18 +840,10 @@ def run(options: Options, command_line: str) -> dict[str, Any]:
         "APP_ENV": "production",
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
-        # The load is a few users at thousands of requests per second; the baselines have no limits either.
-        "RATE_LIMIT": "off",
-        "RATE_LIMIT_ANONYMOUS": "off",
-        # Like for like with the baselines (bare: 10 connections; FastAPI: SQLAlchemy's 5 + 10): the results in
-        # the README were measured with this pool. The production defaults (5 + 5, 1 s wait) shed such a burst
-        # with 503s on purpose; see the README's Operations section.
-        "DB_POOL_SIZE": "10",
-        "DB_MAX_OVERFLOW": "10",
-        "DB_POOL_TIMEOUT": "10",
     }
-    for variable in ("WEB_CONCURRENCY", "HOST", "PORT", "REDIS_URL"):
-        env.pop(variable, None)
+    for variable in os.environ:
+        if variable.startswith(("DB_", "RATE_LIMIT")) or variable in {"WEB_CONCURRENCY", "HOST", "PORT", "REDIS_URL"}:
+            env.pop(variable, None)
     meta: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_average_at_start": round(os.getloadavg()[0], 2),
@@ -708,27 +863,22 @@ def run(options: Options, command_line: str) -> dict[str, Any]:
         "threads": options.threads,
         "duration": options.duration,
         "warmup": options.warmup,
+        "stress_duration": options.stress_duration,
     }
-    results: dict[tuple[str, str], Result] = {}
-    ready_path = f"/api/{users[0][0]}/tasks?limit=20"
-    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
-        data_file = Path(scratch) / "users.lua"
-        write_lua_data(data_file, users, tokens)
-        for app in options.apps:
-            watermark = asyncio.run(max_task_id(options.database_url))
-            with serving(app, options, env, ready_path, tokens[0]) as server:
-                for workload in options.workloads:
-                    try:
-                        result = measure(server, data_file, workload, options)
-                    finally:  # every workload starts from the seeded data, vacuumed
-                        asyncio.run(remove_created(options.database_url, watermark))
-                    results[(app, workload)] = result
-                    print(
-                        f"{app:8} {workload:7} {result.requests_per_second:9,.0f} req/s  "
-                        f"p99 {result.latency_ms['p99']:7.1f} ms  errors {result.errors}  "
-                        f"RSS {result.peak_rss_mb:.0f} MB",
-                        flush=True,
-                    )
+    results, stress = measure_apps(options, env, users, tokens)
+    trips: list[Any] = []
+    if options.round_trips and "ours" in options.apps:
+        from bench.round_trips import measure_round_trips  # noqa: PLC0415 - only for this step
+
+        user, _ = users[0]
+        host, port = asyncpg_host_port(options.database_url)
+        log_path = options.output_dir / "logs" / "server-round-trips.log"
+        try:
+            trips = measure_round_trips(options.database_url, (host, port), user, tokens[0], env, log_path)
+        except Exception as exc:  # the report says what broke; the measurements still stand
+            meta["round_trips_error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            asyncio.run(remove_created(options.database_url, asyncio.run(max_task_id(options.database_url))))
     plans: list[Explained] = []
     if options.explain:
         user, ids = users[0]
@@ -742,18 +892,19 @@ def run(options: Options, command_line: str) -> dict[str, Any]:
         "results": [asdict(r) for r in results.values()],
         "ratios": {
             workload: {
-                "ours/bare": ratio(results, workload, "bare"),
-                "ours/fastapi": ratio(results, workload, "fastapi"),
+                f"{app}/{other}": ratio(results, workload, other, app) for app in OURS for other in ("bare", "fastapi")
             }
             for workload in options.workloads
         },
-        "targets": [{"target": name, "measured": value, "met": met} for name, value, met in targets(results)],
+        "stress": [asdict(r) for r in stress],
+        "round_trips": [asdict(t) for t in trips],
+        "targets": [{"target": name, "measured": value, "met": met} for name, value, met in targets(results, stress)],
         "explain": [asdict(p) for p in plans],
     }
     options.output_dir.mkdir(parents=True, exist_ok=True)
     (options.output_dir / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
-    (options.output_dir / "latest.md").write_text(render_markdown(meta, results, plans))
-    print_summary(results, options.workloads)
+    (options.output_dir / "latest.md").write_text(render_markdown(meta, results, plans, stress, trips))
+    print_summary(results, options.workloads, stress, trips)
     print(f"\nreport: {options.output_dir / 'latest.md'} and latest.json")
     return report
 
@@ -772,6 +923,13 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--sample-users", type=int, help="users the requests are spread over (1000; quick: 20)")
     parser.add_argument("--output-dir", type=Path, help="where latest.md/.json go (bench/results; quick: .../quick)")
     parser.add_argument("--no-explain", action="store_true", help="skip the EXPLAIN plans")
+    parser.add_argument(
+        "--stress-connections",
+        default=None,
+        help="comma-separated connection counts for ours under the mix (100,200; quick: 16; empty: none)",
+    )
+    parser.add_argument("--stress-duration", type=int, help="seconds of each of those (30; quick: 2)")
+    parser.add_argument("--no-round-trips", action="store_true", help="skip counting each route's round trips")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run on a throwaway database")
     parser.add_argument(
         "--postgres-url",
@@ -803,6 +961,9 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         output_dir=args.output_dir or (BENCH / "results" / ("quick" if quick else "")),
         explain=not args.no_explain,
         quick=quick,
+        stress_connections=_counts(args.stress_connections, "16" if quick else "100,200"),
+        stress_duration=pick(args.stress_duration, 30, 2),
+        round_trips=not args.no_round_trips,
     )
     if options.workers < 1 or options.duration < 1 or options.warmup < 0 or options.sample_users < 1:
         parser.error("--workers, --duration and --sample-users must be positive, --warmup not negative")
@@ -812,6 +973,10 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         throwaway = asyncpg_dsn(args.postgres_url, database=f"bench_quick_{secrets.token_hex(4)}")
         options = replace(options, database_url=throwaway, throwaway=True)
     return options
+
+
+def _counts(raw: str | None, default: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in (default if raw is None else raw).split(",") if part.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> None:

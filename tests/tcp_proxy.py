@@ -20,7 +20,7 @@ then forwards again; ``delay_next(n, seconds)`` holds the next ``n`` connections
 The port stays reserved while the proxy refuses: a socket bound to it without listening (which the
 kernel answers with a reset, i.e. a refused connect) keeps anything else from taking it.
 
-With ``record=True`` the proxy also reads what clients say (``tests/pg_wire.py``): ``proxy.wire`` lists every
+With ``record=True`` the proxy also reads what clients say (``bench/pg_wire.py``): ``proxy.wire`` lists every
 statement and counts the round trips.
 """
 
@@ -33,7 +33,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tests.pg_wire import WireLog
+from bench.pg_wire import WireLog
 
 Rejection = Literal["reset", "starting-up"]
 _SSL_REQUEST_CODE = 80877103

@@ -1,7 +1,8 @@
 """The benchmark harness (bench/) in ``--quick`` mode, so that it cannot rot.
 
-It seeds a throwaway database, serves ours and both baselines, drives each workload with wrk for 2 s and
-checks that every app answered every workload without a single error. It needs wrk (Debian's ``wrk``) and
+It seeds a throwaway database, serves ours (with the rate limiter on and off) and both baselines, drives
+each workload with wrk for 2 s and checks that every app answered every workload without a single error,
+that ours stayed error-free with more clients, and that the report counts each route's round trips. It needs wrk (Debian's ``wrk``) and
 the ``bench`` dependency group; outside CI a missing one skips the test, with ``CI=true`` it fails.
 """
 
@@ -19,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-APPS = {"ours", "fastapi", "bare"}
+APPS = {"ours", "ours-nolimit", "fastapi", "bare"}
 WORKLOADS = {"list", "get", "create", "update", "mix"}
 
 
@@ -64,3 +65,10 @@ def test_quick_benchmark_measures_every_app_and_workload_without_errors(postgres
     for (app, workload), result in cells.items():
         assert result["requests_per_second"] > 0, (app, workload)
         assert result["errors"] == 0, (app, workload, result["statuses"], result["socket_errors"])
+    [stress] = report["stress"]  # ours under more clients (16 in quick mode)
+    assert (stress["connections"], stress["errors"]) == (16, 0)
+    trips = {t["route"]: t for t in report["round_trips"]}
+    assert len(trips) == 8
+    for route, trip in trips.items():  # what the report says about each route is what it measured
+        statements = trip["statements"]
+        assert trip["round_trips"] == (6 if "Idempotency-Key" in route else 1), (route, statements)

@@ -1,6 +1,6 @@
 """What each route sends to the database, counted: this, not timing, guards the fast path in CI.
 
-PostgreSQL: the app reaches the database through a TCP proxy that reads the protocol (``tests/pg_wire.py``)
+PostgreSQL: the app reaches the database through a TCP proxy that reads the protocol (``bench/pg_wire.py``)
 and lists every statement (``BEGIN``, ``COMMIT``, ``ROLLBACK`` and pings included) and every round trip.
 SQLite: the database's own trace callback lists every statement it runs, ``BEGIN`` and ``COMMIT`` included.
 

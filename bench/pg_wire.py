@@ -1,6 +1,7 @@
-"""What the app says to PostgreSQL, read off the wire: every statement and every round trip.
+"""What a client says to PostgreSQL, read off the wire: every statement and every round trip.
 
-:class:`tests.tcp_proxy.TcpProxy` feeds this log the bytes each client sends (``record=True``). It parses
+A proxy feeds this log the bytes each client sends: ``bench/round_trips.py`` (the benchmark report) and
+:class:`tests.tcp_proxy.TcpProxy` (``record=True``, the round-trip tests). It parses
 PostgreSQL's frontend protocol (version 3): after the start-up packets, every message is a type byte and a
 length. What counts:
 
@@ -10,7 +11,7 @@ length. What counts:
   ('H'). Preparing a statement asyncpg has not seen on that connection costs one more (Parse, Describe,
   Flush) than running one it has (Bind, Execute, Sync).
 
-This is the ground truth the round-trip tests count: no driver hook can hide a ``BEGIN``, ``ROLLBACK`` or ping.
+This is the ground truth both count: no driver hook can hide a ``BEGIN``, ``ROLLBACK`` or ping.
 """
 
 from __future__ import annotations

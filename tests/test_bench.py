@@ -2,8 +2,9 @@
 
 It seeds a throwaway database, serves ours (with the rate limiter on and off) and both baselines, drives
 each workload with wrk for 2 s and checks that every app answered every workload without a single error,
-that ours stayed error-free with more clients, and that the report counts each route's round trips. It needs wrk (Debian's ``wrk``) and
-the ``bench`` dependency group; outside CI a missing one skips the test, with ``CI=true`` it fails.
+that ours stayed error-free with more clients, and that the report counts each route's round trips. It
+needs wrk (Debian's ``wrk``) and the ``bench`` dependency group; outside CI a missing one skips the test,
+with ``CI=true`` it fails.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ write an owner condition of their own. ``tests/test_idempotency.py`` probes thos
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from types import MappingProxyType, SimpleNamespace
 from typing import Any, ClassVar, Generic, NoReturn, Protocol, Self, TypeVar, cast
@@ -351,7 +352,7 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
         refused = {self.owner_attribute, *self.pk_attr_names} & set(values)
         if refused:
             raise OwnerScopeError(detail=f"new rows get {', '.join(sorted(refused))} from the repository")
-        row_values = {**_python_defaults(self._columns, insert=True), **values}
+        row_values = {**_python_defaults(self._table, insert=True), **values}
         names = tuple(sorted(row_values))
 
         def build() -> Any:
@@ -379,7 +380,7 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
         protected = {self.owner_attribute, self.version_attribute, *self.pk_attr_names} & set(values)
         if protected:
             raise OwnerScopeError(detail=f"cannot change {', '.join(sorted(protected))}")
-        row_values = {**_python_defaults(self._columns, insert=False), **values}
+        row_values = {**_python_defaults(self._table, insert=False), **values}
         plain = {name: value for name, value in row_values.items() if not isinstance(value, ColumnElement)}
         expressions = tuple(sorted((n, v) for n, v in row_values.items() if isinstance(v, ColumnElement)))
         wanted = sorted(versions) if versions is not None else None
@@ -608,17 +609,30 @@ def _version_values(versions: Sequence[int] | None) -> dict[str, Any]:
     return {f"_version_{i}": version for i, version in enumerate(versions or ())}
 
 
-def _python_defaults(columns: Sequence[Column[Any]], *, insert: bool) -> dict[str, Any]:
+def _python_defaults(table: Table, *, insert: bool) -> dict[str, Any]:
     """The values SQLAlchemy would fill in itself: Python-side ``default`` (insert) or ``onupdate`` (update).
 
     Shared statements reach the driver without SQLAlchemy's execution step, so the repository fills them.
     Server-side defaults are left to the database.
     """
-    values: dict[str, Any] = {}
-    for column in columns:
+    scalars, callables = _python_default_columns(table, insert)
+    values = dict(scalars)
+    for key, make in callables:
+        values[key] = make(cast("Any", None))  # SQLAlchemy wraps the callable to take an execution context
+    return values
+
+
+@functools.cache
+def _python_default_columns(
+    table: Table, insert: bool
+) -> tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, Callable[[Any], Any]], ...]]:
+    """Which columns of ``table`` have Python-side defaults (once per table, not per request)."""
+    scalars: list[tuple[str, Any]] = []
+    callables: list[tuple[str, Callable[[Any], Any]]] = []
+    for column in table.columns:
         default = column.default if insert else column.onupdate
         if isinstance(default, ScalarElementColumnDefault):
-            values[column.key] = default.arg
+            scalars.append((column.key, default.arg))
         elif isinstance(default, CallableColumnDefault):
-            values[column.key] = default.arg(cast("Any", None))  # SQLAlchemy wraps it to take a context
-    return values
+            callables.append((column.key, default.arg))
+    return tuple(scalars), tuple(callables)

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError as SQLAlchemyIntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.auth.tokens import SigningKeysUnavailableError
+from app.requests import ClientDisconnectedError
 from db.database import ConstraintViolationError, DatabaseUnavailableError, PoolExhaustedError
 from db.owned import OwnerScopeError, StaleVersionError
 
@@ -248,6 +249,21 @@ def handle_constraint_violation(_: Request[Any, Any, Any], exc: ConstraintViolat
     return _conflict()
 
 
+def handle_client_disconnected(
+    request: Request[Any, Any, Any], exc: ClientDisconnectedError
+) -> Response[ProblemDetail]:
+    """The client hung up mid-body: logged once at INFO; the answer below reaches no one."""
+    del exc
+    logger.info("client disconnected before its request was complete: %s %s", request.method, _template(request))
+    return problem(400, "The client disconnected before the request body was complete.")
+
+
+def _template(request: Request[Any, Any, Any]) -> str:
+    """The route's path template (it carries no user id), or the path when no route matched."""
+    template = request.scope.get("path_template")
+    return str(template) if template else request.url.path
+
+
 def handle_signing_keys_unavailable(
     _: Request[Any, Any, Any], exc: SigningKeysUnavailableError
 ) -> Response[ProblemDetail]:
@@ -266,5 +282,6 @@ exception_handlers: ExceptionHandlersMap = {
     PoolExhaustedError: handle_pool_exhausted,
     ConstraintViolationError: handle_constraint_violation,
     SigningKeysUnavailableError: handle_signing_keys_unavailable,
+    ClientDisconnectedError: handle_client_disconnected,
     Exception: handle_unexpected,
 }

@@ -8,6 +8,8 @@ holds with several workers.
 
 from __future__ import annotations
 
+import logging
+import resource
 import signal
 from types import FrameType
 from typing import Any
@@ -16,7 +18,9 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 APP = "app.asgi:create_app"
+HTTP_PROTOCOL = "app.http_protocol:BoundedHttpToolsProtocol"  # an import string: workers import it themselves
 WORKER_HEALTHCHECK_SECONDS = 30
+logger = logging.getLogger("app.serving")
 
 
 class WorkerSupervisor(Multiprocess):
@@ -33,6 +37,25 @@ class WorkerSupervisor(Multiprocess):
         for sock in self.sockets:
             sock.close()
         super().terminate_all()
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise this process's soft limit on open files to the hard limit (workers inherit it); return both.
+
+    Every client connection and every database connection is a file descriptor; many systems start
+    processes at a soft limit of 1,024 while allowing far more. ``MAX_CONNECTIONS`` then refuses connections
+    (503) well before the process runs out.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:  # a container may forbid it; the cap still protects the process
+            logger.warning("could not raise the open-file limit from %d: %s", soft, exc)
+        else:
+            soft = wanted
+    return soft, hard
 
 
 def _stopped_on_request(_signum: int, _frame: FrameType | None) -> None:
@@ -53,6 +76,7 @@ def run(
 
     ``access_log``: a line per request (uvicorn's); off, uvicorn does not even build the line.
     """
+    raise_open_file_limit()
     options: dict[str, Any] = {
         "factory": True,
         "host": host,
@@ -61,6 +85,7 @@ def run(
         "server_header": False,
         "timeout_graceful_shutdown": grace_seconds,
         "access_log": access_log,
+        "http": HTTP_PROTOCOL,
     }
     # With one process uvicorn drains, then re-raises the SIGTERM it caught, which would end the process
     # by the signal (status 143) although it stopped cleanly; this handler turns that into status 0,

@@ -53,6 +53,17 @@ class Rate:
         return f"{self.limit}/{unit}"
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one client connection may take (``app/http_protocol.py``); each is a setting."""
+
+    max_head_bytes: int = 16 * 1024  # MAX_REQUEST_HEAD_BYTES: request line and headers
+    head_timeout: float = 10.0  # REQUEST_HEAD_TIMEOUT: seconds for a whole head, from connect or last response
+    body_min_rate: int = 1024  # REQUEST_BODY_MIN_RATE: bytes a second, after the head timeout's grace; 0 off
+    max_connections: int = 2048  # MAX_CONNECTIONS: open connections per worker
+    drain_seconds: float = 1.0  # SHUTDOWN_DRAIN_SECONDS: idle time before a keep-alive connection closes on stop
+
+
 class SettingsError(Exception):
     """Raised when one or more settings are invalid; ``problems`` holds one line per bad value."""
 
@@ -85,6 +96,7 @@ class Settings:
     database_pooler: PoolerMode = "auto"
     migrations_database_url: str = ""
     shutdown_grace_seconds: int = DEFAULT_SHUTDOWN_GRACE_SECONDS
+    connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @property
     def migrations_url(self) -> str:
@@ -97,7 +109,9 @@ class Settings:
         return self.app_env == "production"
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, *, dotenv: Path | None = None) -> Settings:
+    def from_env(  # noqa: PLR0915 - one statement per setting, read in order
+        cls, environ: dict[str, str] | None = None, *, dotenv: Path | None = None
+    ) -> Settings:
         """Read and validate settings.
 
         ``environ`` defaults to ``os.environ``; values from ``dotenv`` (default ``.env`` in the project root,
@@ -174,6 +188,8 @@ class Settings:
             unit=" of seconds",
         )
 
+        connection_limits = _connection_limits(get, problems)
+
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -197,6 +213,7 @@ class Settings:
             database_pooler=database_pooler,
             migrations_database_url=migrations_database_url,
             shutdown_grace_seconds=shutdown_grace,
+            connection_limits=connection_limits,
         )
 
     def signing_secret(self) -> str:
@@ -344,6 +361,36 @@ def _engine_options(get: Callable[[str], str], problems: list[str]) -> EngineOpt
             (0.001, 86400),
             problems,
             zero_is_off=True,
+        ),
+    )
+
+
+def _connection_limits(get: Callable[[str], str], problems: list[str]) -> ConnectionLimits:
+    """The limits on one client connection: head size and time, body rate, connections, drain."""
+    default = ConnectionLimits()
+    return ConnectionLimits(
+        max_head_bytes=_whole_number(
+            "MAX_REQUEST_HEAD_BYTES",
+            get("MAX_REQUEST_HEAD_BYTES"),
+            default.max_head_bytes,
+            (1024, 1024 * 1024),
+            problems,
+        ),
+        head_timeout=_seconds(
+            "REQUEST_HEAD_TIMEOUT", get("REQUEST_HEAD_TIMEOUT"), default.head_timeout, (0.1, 300), problems
+        ),
+        body_min_rate=_whole_number(
+            "REQUEST_BODY_MIN_RATE",
+            get("REQUEST_BODY_MIN_RATE"),
+            default.body_min_rate,
+            (0, 100 * 1024 * 1024),
+            problems,
+        ),
+        max_connections=_whole_number(
+            "MAX_CONNECTIONS", get("MAX_CONNECTIONS"), default.max_connections, (1, 1_000_000), problems
+        ),
+        drain_seconds=_seconds(
+            "SHUTDOWN_DRAIN_SECONDS", get("SHUTDOWN_DRAIN_SECONDS"), default.drain_seconds, (0, 60), problems
         ),
     )
 

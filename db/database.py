@@ -155,8 +155,12 @@ def _rows(compiled: CompiledForPostgres, records: list[Any]) -> list[Row]:
 
 def _not_run(exc: BaseException) -> bool:
     """The statement certainly did not run (or was rolled back): the connection was closed before it was
-    sent, or the server ended the session (administrator command, crash, shutdown)."""
+    sent, it was still busy with the end of an exchange the server broke off (asyncpg refuses to start a
+    statement then, before sending anything), or the server ended the session (administrator command, crash,
+    shutdown)."""
     if isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc):
+        return True
+    if isinstance(exc, asyncpg.InternalClientError) and "another operation" in str(exc):
         return True
     return any(getattr(current, "sqlstate", None) in _SESSION_ENDED for current in (exc, exc.__cause__))
 
@@ -239,9 +243,14 @@ class PostgresDatabase(Database):
             else:
                 records = await connection.raw.fetch(sql, *arguments)
         except asyncpg.PostgresError as exc:
-            # The server answered (with an error): the connection is fine unless the session ended.
-            pool.finished(connection, ok=not _not_run(exc))
+            # The server answered with an error, and the connection is ready for the next statement, unless the
+            # error ended the session (57P01…): then asyncpg is still waiting for the end of the exchange, and the
+            # connection must never be lent again (it would fail "another operation is in progress").
+            if not _not_run(exc):
+                pool.finished(connection, ok=True)
             raise
+        # Anything else (the connection broke, a time limit, a cancellation) leaves the connection marked busy,
+        # so giving it back closes it.
         pool.finished(connection, ok=True)
         return records
 

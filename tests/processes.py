@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil  # type: ignore[import-untyped]  # psutil ships no type information
@@ -49,7 +50,7 @@ def bearer(user_id: str) -> dict[str, str]:
 class ServeProcess:
     """``python manage.py serve`` on a free port, its output in ``log``."""
 
-    def __init__(self, env: Mapping[str, str], log: Path, *args: str) -> None:
+    def __init__(self, env: Mapping[str, str], log: Path, *args: str, **popen: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -60,6 +61,7 @@ class ServeProcess:
                 env=dict(env),
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                **popen,
             )
 
     @property

@@ -22,6 +22,7 @@ import socket
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -44,6 +45,7 @@ from db.database import PostgresDatabase, open_database
 from db.engine import EngineOptions, create_engine
 from db.query import Query
 from tests.conftest import TEST_SECRET
+from tests.processes import ServeProcess, bearer, serve_env
 from tests.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -643,3 +645,127 @@ def test_bad_database_settings_get_one_line_each() -> None:
         "DB_CONNECT_TIMEOUT must be a number of seconds from 0.1 to 60 (got '0')",
         "DB_STATEMENT_TIMEOUT must be 0 (off) or a number of seconds from 0.001 to 86400 (got '0.0001')",
     ]
+
+
+# -- connections dropped under load, readiness under load -------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_connections_terminated_under_load_end_in_answers_or_503s_never_a_plain_500(
+    workers: int, postgres_database: str, tmp_path: Path
+) -> None:
+    """``pg_terminate_backend`` on every connection of the app, four times a second, while 16 clients read and
+    write: each answer is the right one, or a 503 problem with Retry-After (a statement whose connection was
+    killed under it twice running); never a 500, never plain text, never a trace in the log."""
+    app_name = f"drop-{uuid.uuid4().hex[:8]}"
+    url = f"{postgres_database}?application_name={app_name}"
+    env = serve_env(url, tmp_path / "data", RATE_LIMIT="off")
+    process = ServeProcess(env, tmp_path / "serve.log", "--workers", str(workers))
+    admin = await asyncpg.connect(direct_dsn(postgres_database), timeout=5)
+    outcomes: Counter[str] = Counter()
+    stop = asyncio.Event()
+    try:
+        await asyncio.to_thread(process.wait_until_healthy)
+        user = uuid.uuid4().hex
+        headers = bearer(user)
+        tasks = f"{process.url}/api/{user}/tasks"
+
+        async with httpx.AsyncClient(timeout=30, headers=headers) as http:  # before the fault starts
+            seeded = [(await http.post(tasks, json={"title": f"seed {n}"})).json()["id"] for n in range(16)]
+
+        async def client(n: int) -> None:
+            task_id = seeded[n]
+            async with httpx.AsyncClient(timeout=30, headers=headers) as http:
+                while not stop.is_set():
+                    for method, path, body in (
+                        ("GET", tasks, None),
+                        ("GET", f"{tasks}/{task_id}", None),
+                        ("PATCH", f"{tasks}/{task_id}", {"title": "x"}),
+                        ("POST", tasks, {"title": "y"}),
+                    ):
+                        response = await http.request(method, path, json=body)
+                        outcomes[_judge(response)] += 1
+
+        async def killer() -> int:
+            killed = 0
+            while not stop.is_set():
+                killed += await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+                    app_name,
+                )
+                await asyncio.sleep(0.25)  # the pace of the fault under test, not a wait for a condition
+            return killed
+
+        clients = [asyncio.create_task(client(n)) for n in range(16)]
+        killing = asyncio.create_task(killer())
+        try:
+            await wait_for(lambda: _enough(outcomes, 400), "400 answers under the fault", seconds=60)
+        finally:
+            stop.set()
+            killed = await asyncio.wait_for(killing, 10)
+            await asyncio.wait_for(asyncio.gather(*clients), 30)
+        assert killed >= 10
+        assert set(outcomes) <= {"ok", "503 problem"}, outcomes
+        assert outcomes["ok"] > 0
+        async with httpx.AsyncClient(timeout=10, headers=headers) as http:  # and it serves normally after
+            assert (await http.get(tasks)).status_code == 200
+    finally:
+        stop.set()
+        await admin.close()
+        process.stop()
+    assert "Traceback" not in process.output()
+
+
+def _judge(response: httpx.Response) -> str:
+    if response.is_success:
+        return "ok"
+    if (
+        response.status_code == 503
+        and response.headers.get("content-type") == "application/problem+json"
+        and response.headers.get("retry-after", "").isdigit()
+    ):
+        return "503 problem"
+    return f"{response.status_code} {response.headers.get('content-type')}: {response.text[:100]}"
+
+
+async def _enough(outcomes: Counter[str], count: int) -> bool:
+    return sum(outcomes.values()) >= count
+
+
+async def test_readiness_answers_200_under_200_concurrent_requests(postgres_database: str, tmp_path: Path) -> None:
+    """The pool is busy, the database is fine: /health/ready does not queue behind the requests."""
+    env = serve_env(postgres_database, tmp_path / "data", RATE_LIMIT="off")
+    process = ServeProcess(env, tmp_path / "serve.log")
+    stop = asyncio.Event()
+    try:
+        await asyncio.to_thread(process.wait_until_healthy)
+        user = uuid.uuid4().hex
+        headers = bearer(user)
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        answered = 0
+
+        async def hammer(http: httpx.AsyncClient) -> None:
+            nonlocal answered
+            while not stop.is_set():
+                assert (await http.get(f"{process.url}/api/{user}/tasks")).status_code == 200
+                answered += 1
+
+        async with httpx.AsyncClient(timeout=30, headers=headers, limits=limits) as http:
+            load = [asyncio.create_task(hammer(http)) for _ in range(200)]
+            try:
+                await wait_for(lambda: _count_at_least(lambda: answered, 400), "the load to get going", seconds=60)
+                async with httpx.AsyncClient(timeout=10) as probe:
+                    for _ in range(50):
+                        started = time.monotonic()
+                        ready = await probe.get(f"{process.url}/health/ready")
+                        assert ready.status_code == 200, ready.text
+                        assert time.monotonic() - started < 1.5
+            finally:
+                stop.set()
+                await asyncio.wait_for(asyncio.gather(*load), 60)
+    finally:
+        process.stop()
+
+
+async def _count_at_least(count: Callable[[], int], target: int) -> bool:
+    return count() >= target

@@ -425,3 +425,70 @@ async def test_two_workers_both_serve(postgres_database: str, servers: Servers, 
 async def check_exits_cleanly(server: ServeProcess) -> None:
     server.send(signal.SIGTERM)
     assert await asyncio.to_thread(server.wait, WAIT_SECONDS) == 0, server.output()
+
+
+# -- rolling deploys: keep-alive clients move on between requests, never mid-request ------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_rolling_deploy_resets_no_request(
+    workers: int, postgres_database: str, servers: Servers, tmp_path: Path, monitor: asyncpg.Connection
+) -> None:
+    """32 keep-alive clients POST continuously to the old instance, which gets SIGTERM; each moves to the new
+    instance when an answer says ``Connection: close`` or the old one refuses. No connection is reset, no
+    answer is malformed, every 201 is in the database, and the old instance exits 0."""
+    old = servers.start(serve_env(postgres_database, tmp_path / "old", RATE_LIMIT="off"), "--workers", str(workers))
+    new = servers.start(serve_env(postgres_database, tmp_path / "new", RATE_LIMIT="off"))
+    for server in (old, new):
+        await asyncio.to_thread(server.wait_until_healthy)
+    await asyncio.to_thread(old.wait_for_output, "Application startup complete.", workers)
+    user = uuid.uuid4().hex
+    headers = bearer(user)
+    created: list[int] = []
+    failures: list[str] = []
+    moved = 0
+    stop = asyncio.Event()
+
+    async def client(n: int) -> None:
+        nonlocal moved
+        base = old.url
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+            while not stop.is_set():
+                try:
+                    response = await http.post(f"{base}/api/{user}/tasks", json={"title": f"c{n}"}, headers=headers)
+                except httpx.ConnectError:
+                    if base == new.url:
+                        failures.append(f"client {n}: the new instance refused")
+                        return
+                    base = new.url  # the old one stopped listening: go to the new one
+                    moved += 1
+                    continue
+                except httpx.HTTPError as exc:  # ReadError, RemoteProtocolError, …: a reset or a broken answer
+                    failures.append(f"client {n}: {type(exc).__name__}: {exc}")
+                    return
+                if response.status_code != 201:
+                    failures.append(f"client {n}: {response.status_code} {response.text[:200]}")
+                    return
+                created.append(response.json()["id"])
+                if base == old.url and response.headers.get("connection") == "close":
+                    base = new.url
+                    moved += 1
+
+    clients = [asyncio.create_task(client(n)) for n in range(32)]
+    await wait_until(lambda: len(created) >= 200, "200 creates before the signal")
+    signalled = old.send(signal.SIGTERM)
+    assert await asyncio.to_thread(old.wait, WAIT_SECONDS) == 0, old.output()
+    stopped_after = time.monotonic() - signalled
+    await wait_until(lambda: moved + len(failures) >= 32, "every client to move to the new instance (or fail)")
+    assert failures == []
+    after = len(created)
+    await wait_until(lambda: len(created) >= after + 100, "the clients to go on on the new instance")
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*clients), WAIT_SECONDS)
+    assert failures == []
+    assert stopped_after < DEFAULT_SHUTDOWN_GRACE_SECONDS
+    stored = {row["id"] for row in await monitor.fetch("SELECT id FROM tasks WHERE user_id = $1", user)}
+    assert set(created) <= stored
+    assert len(set(created)) == len(created)

@@ -8,9 +8,9 @@ For each request, in this order:
    token is verified by the app's :class:`~app.auth.tokens.TokenVerifier` and ``request.user`` becomes its
    user id. A missing or bad token is a 401, charged to the client's address (below), so a client guessing
    tokens runs into a 429.
-3. **Rate limit** (``app/ratelimit``): the request is charged to its token's user, or to the client's address
-   on routes without a token (``/docs``, ``/schema``); over the budget is a 429 with ``Retry-After``. The
-   budget's ``RateLimit-*`` headers go on the response whatever it is (``app.edge`` adds them).
+3. **Rate limit** (``app/ratelimit/plugin.py``): the request is charged to its token's user, or to the
+   client's address on routes without a token (``/docs``, ``/schema``); over the budget is a 429 with
+   ``Retry-After``. The budget's ``RateLimit-*`` headers go on the response whatever it is.
 4. **Path owner**: a valid token may only use its own ``/api/{user_id}/…`` paths; anything else is a 403.
 
 It is the app's ``before_request`` hook: Litestar calls it inside the route, right before it parses
@@ -23,19 +23,16 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, TooManyRequestsException
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.types import Scope
 
 from app.auth.tokens import InvalidTokenError, TokenVerifier, verify_bearer_token
-from app.ratelimit.limiter import Decision
-from app.ratelimit.limits import RateLimits
+from app.ratelimit.plugin import RateLimits
 
 BEARER = "bearer_token"
 """Route ``opt`` key: ``opt={BEARER: True}`` requires a bearer token whose user owns the path."""
 EXEMPT = "access_exempt"
 """Route ``opt`` key: ``opt={EXEMPT: True}`` skips authentication and rate limits (health probes)."""
-DECISION = "rate_limit_decision"
-"""Key in ``scope["state"]``: the rate-limit :class:`~app.ratelimit.limiter.Decision` charged for this request."""
 REALM = 'Bearer realm="todo-backend"'
 
 
@@ -57,30 +54,18 @@ async def control_access(request: Request[Any, Any, Any]) -> None:
     limits: RateLimits | None = state.rate_limits
     if not opt.get(BEARER):
         if limits is not None:
-            _enforce(scope, await limits.charge_address(scope))
+            await limits.charge_address(scope)
         return
     verifier: TokenVerifier = state.token_verifier
     try:
         user = await verify_bearer_token(authorization_header(scope), verifier)
     except InvalidTokenError as exc:
         if limits is not None:
-            _enforce(scope, await limits.charge_address(scope))
+            await limits.charge_address(scope)  # a client guessing tokens runs into a 429
         challenge = REALM if exc.missing else f'{REALM}, error="invalid_token"'
         raise NotAuthorizedException(detail=str(exc), headers={"WWW-Authenticate": challenge}) from None
     scope["user"] = user
     if limits is not None:
-        _enforce(scope, await limits.charge_user(user))
+        await limits.charge_user(scope, user)
     if scope["path_params"].get("user_id") != user:
         raise PermissionDeniedException(detail="The token's user is not the user in the path.")
-
-
-def _enforce(scope: Scope, decision: Decision | None) -> None:
-    """Record the decision (``app.edge`` puts its headers on the response); a spent budget is a 429."""
-    if decision is None:  # the shared store is down: fail open (app/ratelimit/redis_limiter.py)
-        return
-    scope["state"][DECISION] = decision
-    if not decision.allowed:
-        raise TooManyRequestsException(
-            detail=f"Rate limit of {decision.rate} exceeded; retry after {decision.retry_after_seconds} s.",
-            headers={"Retry-After": str(decision.retry_after_seconds)},
-        )

@@ -12,12 +12,12 @@ from litestar.datastructures import State
 from litestar.logging import LoggingConfig
 
 from app.access import control_access
-from app.auth.tokens import build_verifier
+from app.auth.verifier import build_verifier
 from app.edge import EdgeApp
 from app.errors import exception_handlers
 from app.health import HealthController
 from app.openapi import docs_page, openapi_config
-from app.ratelimit.limits import build_rate_limits
+from app.ratelimit.plugin import RateLimitPlugin
 from app.requests import ApiRequest
 from app.tasks.controller import TaskController
 from app.tasks.listing import cursor_key
@@ -48,12 +48,10 @@ def freeze_startup_objects() -> None:
 
 
 async def close_connections(app: Litestar) -> None:
-    """Shutdown: the database pool, the verifier's HTTP client (JWKS mode), the rate limiter's Redis client."""
+    """Shutdown: the database pool and the verifier's HTTP client (JWKS mode)."""
     if app.state.get("database") is not None:
         await app.state.database.close()
     await app.state.token_verifier.aclose()
-    if app.state.rate_limits is not None:
-        await app.state.rate_limits.close()
 
 
 def build_app(settings: Settings) -> Litestar:
@@ -89,6 +87,7 @@ def build_app(settings: Settings) -> Litestar:
         request_max_body_size=settings.max_body_bytes,
         on_startup=[open_connections, freeze_startup_objects],
         on_shutdown=[close_connections],
+        plugins=[RateLimitPlugin(settings)],
         exception_handlers=exception_handlers,
         openapi_config=openapi_config(_version()),
         cors_config=cors,
@@ -97,7 +96,6 @@ def build_app(settings: Settings) -> Litestar:
                 "settings": settings,
                 "token_verifier": build_verifier(settings),
                 "cursor_key": cursor_key(settings.signing_secret()),
-                "rate_limits": build_rate_limits(settings),
             }
         ),
         logging_config=LoggingConfig(

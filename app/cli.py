@@ -8,17 +8,16 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import click
-from dotenv import load_dotenv
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import serving
 from app.auth.tokens import InvalidTokenError, issue_token, user_id_from_claims
 from config.logging import uvicorn_log_config
-from config.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
+from config.settings import Settings, SettingsError, get_settings
 from db.engine import create_engine
 from db.idempotency import purge_every_users_expired_keys
-from db.schema import make_migration, pending_revisions, upgrade
+from db.schema_migrations import make_migration, pending_revisions, upgrade
 from db.url import translate_database_url
 
 _DURATION = re.compile(r"(\d+)([smhd])")
@@ -76,9 +75,6 @@ def parse_duration(value: str) -> timedelta:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """todo-backend: a multi-user task API. Settings come from the environment and .env."""
-    # Before any command reads its options, so HOST, PORT and WEB_CONCURRENCY in .env work too;
-    # variables already set in the environment win.
-    load_dotenv(PROJECT_ROOT / ".env", override=False)
 
 
 @cli.command()
@@ -116,24 +112,20 @@ def makemigrations(message: str) -> None:
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="HOST", help="Interface to bind.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), envvar="PORT")
-@click.option(
-    "--workers",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1, 64),
-    envvar="WEB_CONCURRENCY",
-    help="Processes.",
-)
+@click.option("--host", help="Interface to bind.  [default: HOST, 127.0.0.1]")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port to bind.  [default: PORT, 8000]")
+@click.option("--workers", type=click.IntRange(1, 64), help="Processes.  [default: WEB_CONCURRENCY, 1]")
 @click.option("--reload", is_flag=True, help="Restart on code changes (development; one process).")
-def serve(host: str, port: int, workers: int, reload: bool) -> None:
+def serve(host: str | None, port: int | None, workers: int | None, reload: bool) -> None:
     """Serve the API with uvicorn.
 
     Warns when migrations are pending. Docs at /docs, schema at /schema/openapi.json. SIGTERM stops it
     gracefully within SHUTDOWN_GRACE_SECONDS.
     """
     settings = load_settings()
+    host = host or settings.host
+    port = port or settings.port
+    workers = workers or settings.web_concurrency
     if reload and workers > 1:
         raise click.UsageError("--reload runs one process; drop --workers")
     try:

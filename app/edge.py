@@ -5,9 +5,12 @@
 * **Security headers** for a JSON API (never sniff, frame, cache or run a response as a page), or the
   relaxed set for the docs page, on every response, errors from the router and the guard included. The
   header lines are encoded once, at import.
-* **Rate-limit headers**: the ``RateLimit-*`` fields of the budget ``app.access`` charged, whatever the
-  answer is.
-* **``Allow`` on ``OPTIONS``** lists every method of the path (``app/options.py``).
+* **Rate-limit headers**: the ``RateLimit-*`` fields of the budget the request was charged to
+  (``app/ratelimit/plugin.py``), whatever the answer is.
+* **``Allow`` on ``OPTIONS``** lists every method of the path. Litestar 2 builds the automatic ``OPTIONS``
+  handler when a path's first handler is registered and keeps it as more join, so ``OPTIONS
+  /api/{user_id}/tasks`` said ``Allow: OPTIONS, POST`` without ``GET`` (litestar-org/litestar#4169, fixed only
+  in Litestar 3); the header is rewritten from the routes the app really has.
 * **Cut off by shutdown**: a request still running when the shutdown grace period ends is cancelled by
   uvicorn, which would answer a plain-text 500 and log an error trace; it gets a 503 problem instead (the
   request did not finish: retry it).
@@ -20,12 +23,13 @@ import logging
 
 import msgspec
 from litestar import Litestar
+from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
+from litestar.routes import HTTPRoute
 from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, HTTPScope, Message, Receive, Scope, Send
 
-from app.access import DECISION
 from app.errors import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_PREFIX, ProblemDetail
-from app.options import list_every_allowed_method
+from app.ratelimit.plugin import response_headers as rate_limit_headers
 
 logger = logging.getLogger("app.serving")
 
@@ -58,12 +62,22 @@ def _finish_start(message: HTTPResponseStartEvent, scope: HTTPScope) -> None:
     """Add the edge's headers to a ``http.response.start`` message."""
     headers = list(message.get("headers") or ())
     headers += _DOCS_LINES if scope["path"].startswith(DOCS_PATHS) else _API_LINES
-    decision = scope["state"].get(DECISION)
-    if decision is not None:
-        headers += [(name.lower().encode(), value.encode()) for name, value in decision.headers().items()]
+    headers += rate_limit_headers(scope)
     message["headers"] = headers
     if scope["method"] == "OPTIONS":
         list_every_allowed_method(message, scope)
+
+
+def list_every_allowed_method(message: HTTPResponseStartEvent, scope: HTTPScope) -> None:
+    """On an ``OPTIONS`` answer that carries ``Allow``, list every method of the route."""
+    headers = MutableScopeHeaders.from_message(message)
+    template = scope.get("path_template")
+    if "allow" not in headers or template is None:
+        return
+    for route in scope["app"].routes:
+        if isinstance(route, HTTPRoute) and route.path_format == template:
+            headers["allow"] = ", ".join(sorted(route.methods))
+            return
 
 
 class EdgeApp(Litestar):

@@ -7,7 +7,6 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from litestar import MediaType, Request, get
-from litestar.datastructures import ResponseHeader
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, Link, OpenAPIResponse, Operation, RequestBody, Schema, SecurityScheme
@@ -53,17 +52,6 @@ def problem_responses(*statuses: int, rate_limited: bool = True) -> dict[int, Re
         )
         for status in (*statuses, 503)
     }
-
-
-RATE_LIMIT_HEADERS = [
-    ResponseHeader(name=name, description=description, documentation_only=True)
-    for name, description in (
-        ("RateLimit-Limit", "Requests allowed per window (absent when rate limits are off)."),
-        ("RateLimit-Remaining", "Requests left right now."),
-        ("RateLimit-Reset", "Seconds until the whole budget is available again."),
-        ("RateLimit-Policy", "The budget as `limit;w=window-seconds`."),
-    )
-]
 
 
 def operation_id(

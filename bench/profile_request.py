@@ -31,7 +31,7 @@ from typing import Any
 import asyncpg
 import jwt
 
-from bench.common import DEFAULT_DATABASE_URL, asyncpg_dsn
+from bench.databases import DEFAULT_DATABASE_URL, asyncpg_dsn
 
 LAYERS: Sequence[tuple[str, str]] = (
     (r"sqlalchemy|advanced_alchemy", "SQLAlchemy and Advanced Alchemy"),

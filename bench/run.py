@@ -46,7 +46,7 @@ import asyncpg
 import jwt
 import psutil  # type: ignore[import-untyped]  # psutil ships no type information
 
-from bench.common import DEFAULT_DATABASE_URL, asyncpg_dsn, database_name, drop_database
+from bench.databases import DEFAULT_DATABASE_URL, asyncpg_dsn, database_name, drop_database
 from bench.seed import SeedPlan, seed
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,8 +25,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.tasks.listing import ListQuery
+from config.settings import DatabaseLimits
 from db.database import open_database
-from db.engine import EngineOptions
 from db.models import Task
 from db.repositories import TaskRepository
 
@@ -48,7 +48,7 @@ VARIANTS: dict[str, dict[str, object]] = {
 
 async def time_lists(url: str, users: int, rounds: int) -> dict[str, float]:
     """Median milliseconds of one page (with its total) per variant, over ``users`` users x ``rounds``."""
-    database = open_database(url, EngineOptions())
+    database = open_database(url, DatabaseLimits())
     try:
         async with AsyncSession(database.engine) as session:
             owners = list((await session.scalars(select(Task.user_id).distinct().limit(users * 4))).all())

@@ -26,8 +26,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from bench.common import DEFAULT_DATABASE_URL, asyncpg_dsn, create_database
-from db.schema import upgrade
+from bench.databases import DEFAULT_DATABASE_URL, asyncpg_dsn, create_database
+from db.schema_migrations import upgrade
 
 COLUMNS = (
     "user_id",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import sqlite3
 from abc import ABC, abstractmethod
@@ -35,8 +34,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.base import Executable
 
-from db.engine import EngineOptions, create_engine, postgres_connector
-from db.pool import ConnectionPool, DatabaseUnavailableError, PooledConnection, PoolExhaustedError
+from config.settings import DatabaseLimits
+from db.engine import create_engine, postgres_connector
+from db.pool import ConnectionPool, DatabaseUnavailableError, PooledConnection, PoolExhaustedError, PoolOptions
 from db.query import POSTGRES_DIALECT, CompiledForPostgres, Query
 from db.url import PoolerMode
 
@@ -399,11 +399,11 @@ class SQLiteDatabase(Database):
         await self.engine.dispose()
 
 
-def open_database(database_url: str, options: EngineOptions, *, pooler: PoolerMode = "auto") -> Database:
+def open_database(database_url: str, options: DatabaseLimits, *, pooler: PoolerMode = "auto") -> Database:
     """The :class:`Database` for ``DATABASE_URL``; call it inside the event loop that will use it."""
     engine = create_engine(database_url, options, pooler=pooler)
     if engine.dialect.name == "sqlite":
         return SQLiteDatabase(engine)
     connect = postgres_connector(database_url, options, pooler=pooler)
-    pool = ConnectionPool(connect, dataclasses.replace(options.pool(), connect_timeout=connect.budget))
+    pool = ConnectionPool(connect, PoolOptions.from_limits(options, connect_timeout=connect.budget))
     return PostgresDatabase(pool, engine)

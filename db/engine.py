@@ -1,9 +1,9 @@
-"""Build the async engine for ``DATABASE_URL`` (one place for driver and pool options)."""
+"""Driver and pool options for ``DATABASE_URL``, in one place: SQLAlchemy's engine (tools, SQLite) and the
+arguments that open the request path's PostgreSQL connections (``db.pool``)."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,51 +12,15 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from config.settings import TOOL_LIMITS, DatabaseLimits
 from db.connections import RetryingConnect
-from db.pool import PoolOptions
-from db.url import AsyncDatabaseURL, PoolerMode, behind_transaction_pooler, translate_database_url
+from db.url import AsyncDatabaseURL, PoolerMode, translate_database_url, uses_transaction_pooler
 
 # ``options=-c statement_timeout=…`` in DATABASE_URL (also ``--statement-timeout=…``) names its own value.
 _URL_STATEMENT_TIMEOUT = re.compile(r"statement[_-]timeout", re.IGNORECASE)
 
 
-@dataclass(frozen=True, slots=True)
-class EngineOptions:
-    """Pool size and time limits for PostgreSQL: the ``DB_*`` settings (SQLite ignores them).
-
-    Defaults serve one worker at 200 concurrent clients without a wait long enough to fail, keep the
-    connections a steady load needs open (no churn), answer 503 within about 2 s when the database cannot
-    be reached, and replace connections before Neon's idle cut-off (about 5 minutes).
-    """
-
-    pool_size: int = 10  # connections kept open once opened
-    max_overflow: int = 10  # further connections under load, closed after a minute unused
-    pool_timeout: float = 5.0  # seconds a request waits for a free connection while all are busy
-    pool_recycle: int = 300  # seconds before a connection is replaced; 0 keeps it while it works
-    connect_timeout: float = 1.5  # seconds to get a working connection: check, connect and its retries
-    statement_timeout: float = 10.0  # seconds; PostgreSQL cancels longer statements; 0 is off
-
-    @property
-    def statement_timeout_ms(self) -> int:
-        """``statement_timeout`` as PostgreSQL reads it (milliseconds; 0 is off)."""
-        return round(self.statement_timeout * 1000)
-
-    def pool(self) -> PoolOptions:
-        """The request path's pool (``db.pool``) with these limits."""
-        return PoolOptions(
-            min_size=self.pool_size,
-            max_size=self.pool_size + self.max_overflow,
-            wait_timeout=self.pool_timeout,
-            connect_timeout=self.connect_timeout,
-            recycle=self.pool_recycle,
-        )
-
-
-# Migrations and other tools: no statement timeout (a long migration must finish) and a generous connect.
-TOOL_OPTIONS = EngineOptions(connect_timeout=10.0, statement_timeout=0.0)
-
-
-def connect_arguments(database: AsyncDatabaseURL, options: EngineOptions, *, pooled: bool) -> dict[str, Any]:
+def connect_arguments(database: AsyncDatabaseURL, options: DatabaseLimits, *, pooled: bool) -> dict[str, Any]:
     """Keyword arguments for ``asyncpg.connect`` besides the address: TLS, time limits, the pooler's needs.
 
     ``pooled``: a transaction-mode PgBouncer sits in front. It refuses startup parameters it does not know,
@@ -79,20 +43,20 @@ def connect_arguments(database: AsyncDatabaseURL, options: EngineOptions, *, poo
     return arguments
 
 
-def postgres_connector(database_url: str, options: EngineOptions, *, pooler: PoolerMode = "auto") -> RetryingConnect:
+def postgres_connector(database_url: str, options: DatabaseLimits, *, pooler: PoolerMode = "auto") -> RetryingConnect:
     """What opens the request path's PostgreSQL connections: ``asyncpg.connect`` with the URL's address and
     :func:`connect_arguments`, retried within ``DB_CONNECT_TIMEOUT`` (see ``db.connections``), or within the
     URL's own ``connect_timeout`` when it has one (its ``budget``)."""
     database = translate_database_url(database_url)
     address: dict[str, Any] = database.url.translate_connect_args(username="user", database="database")
     address.update(database.url.query)
-    arguments = {**address, **connect_arguments(database, options, pooled=behind_transaction_pooler(database, pooler))}
+    arguments = {**address, **connect_arguments(database, options, pooled=uses_transaction_pooler(database, pooler))}
     budget = float(arguments.pop("timeout", options.connect_timeout))
     return RetryingConnect(budget, arguments)
 
 
 def engine_options(
-    database: AsyncDatabaseURL, options: EngineOptions = TOOL_OPTIONS, *, pooled: bool = False
+    database: AsyncDatabaseURL, options: DatabaseLimits = TOOL_LIMITS, *, pooled: bool = False
 ) -> dict[str, Any]:
     """Keyword arguments for ``create_async_engine`` that suit the database behind ``database``."""
     if database.dialect != "postgresql":
@@ -112,11 +76,11 @@ def engine_options(
 
 
 def create_engine(
-    database_url: str, options: EngineOptions = TOOL_OPTIONS, *, pooler: PoolerMode = "auto"
+    database_url: str, options: DatabaseLimits = TOOL_LIMITS, *, pooler: PoolerMode = "auto"
 ) -> AsyncEngine:
     """Create SQLAlchemy's async engine for a ``DATABASE_URL`` exactly as a user wrote it.
 
-    Tools (migrations, ``manage.py check``, benchmarks) use it with ``TOOL_OPTIONS``; on SQLite it also
+    Tools (migrations, ``manage.py check``, benchmarks) use it with ``TOOL_LIMITS``; on SQLite it also
     serves the requests (``db.database.SQLiteDatabase``). The request path on PostgreSQL has its own pool
     (``db.pool``). ``pooler`` is ``DATABASE_POOLER``: whether a transaction-mode PgBouncer sits in front.
     """
@@ -124,7 +88,7 @@ def create_engine(
     sqlite_file = database.url.database if database.dialect == "sqlite" else None
     if sqlite_file and sqlite_file != ":memory:":
         Path(sqlite_file).parent.mkdir(parents=True, exist_ok=True)
-    engine_kwargs = engine_options(database, options, pooled=behind_transaction_pooler(database, pooler))
+    engine_kwargs = engine_options(database, options, pooled=uses_transaction_pooler(database, pooler))
     engine = create_async_engine(database.url, **engine_kwargs)
     if database.dialect == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -137,7 +101,7 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
-    # Unicode lower-casing for searches (db.sql.FoldedLike): SQLite's lower() folds ASCII only.
+    # Unicode lower-casing for searches (db.dialect_sql.FoldedLike): SQLite's lower() folds ASCII only.
     dbapi_connection.create_function("unicode_lower", 1, _unicode_lower, deterministic=True)
 
 

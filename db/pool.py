@@ -39,6 +39,8 @@ from typing import Any
 
 import asyncpg
 
+from config.settings import DatabaseLimits
+
 logger = logging.getLogger("db.pool")
 _MIN_CONNECT_SECONDS = 0.05  # a connect attempt with less time than this cannot succeed anyway
 _CONTROL_KEEPALIVE_SECONDS = 60.0
@@ -76,6 +78,17 @@ class PoolOptions:
     def ping_timeout(self) -> float:
         """How long a ``SELECT 1`` may take before its connection counts as dead."""
         return self.connect_timeout / 3
+
+    @classmethod
+    def from_limits(cls, limits: DatabaseLimits, *, connect_timeout: float | None = None) -> PoolOptions:
+        """The pool the ``DB_*`` settings ask for (``connect_timeout``: the URL's own, when it has one)."""
+        return cls(
+            min_size=limits.pool_size,
+            max_size=limits.pool_size + limits.max_overflow,
+            wait_timeout=limits.pool_timeout,
+            connect_timeout=limits.connect_timeout if connect_timeout is None else connect_timeout,
+            recycle=limits.pool_recycle,
+        )
 
 
 @dataclass(frozen=True, slots=True)

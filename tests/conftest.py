@@ -22,10 +22,9 @@ from sqlalchemy.engine import make_url
 
 from app.asgi import build_app
 from app.auth.tokens import issue_token
-from config.settings import Settings
+from config.settings import DatabaseLimits, Settings
 from db.database import Database, open_database
-from db.engine import EngineOptions
-from db.schema import upgrade
+from db.schema_migrations import upgrade
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -132,6 +131,6 @@ def auth(settings: Settings) -> Callable[..., dict[str, str]]:
 @pytest.fixture
 async def database(database_url: str) -> AsyncIterator[Database]:
     """The request path's database (``db.database``) on each backend, as the app opens it."""
-    opened = open_database(database_url, EngineOptions())
+    opened = open_database(database_url, DatabaseLimits())
     yield opened
     await opened.close()

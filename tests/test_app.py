@@ -13,8 +13,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from app.asgi import build_app
-from config.settings import Settings
-from db.engine import EngineOptions
+from config.settings import DatabaseLimits, Settings
 
 Client = AsyncTestClient[Litestar]
 Auth = Callable[..., dict[str, str]]
@@ -48,7 +47,7 @@ async def test_unreachable_database(settings: Settings, closed_port: int, auth: 
     down = replace(
         settings,
         database_url=f"postgresql://postgres@127.0.0.1:{closed_port}/nowhere",
-        db_options=EngineOptions(connect_timeout=0.2),  # refused connects are retried for this long
+        db_options=DatabaseLimits(connect_timeout=0.2),  # refused connects are retried for this long
     )
     async with AsyncTestClient(app=build_app(down)) as client:
         assert (await client.get("/health")).status_code == 200

@@ -40,9 +40,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from app.asgi import build_app
 from app.auth.tokens import issue_token
 from app.errors import _is_database_unavailable
-from config.settings import Settings, SettingsError
+from config.settings import DatabaseLimits, Settings, SettingsError
 from db.database import PostgresDatabase, open_database
-from db.engine import EngineOptions, create_engine
+from db.engine import create_engine
 from db.query import Query
 from tests.conftest import TEST_SECRET
 from tests.processes import ServeProcess, bearer, serve_env
@@ -86,13 +86,13 @@ def direct_dsn(database_url: str) -> str:
     return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def app_settings(database_url: str, tmp_path: Path, options: EngineOptions | None = None) -> Settings:
+def app_settings(database_url: str, tmp_path: Path, options: DatabaseLimits | None = None) -> Settings:
     return Settings(
         app_env="test",
         data_dir=tmp_path / "data",
         database_url=database_url,
         better_auth_secret=TEST_SECRET,
-        db_options=options or EngineOptions(),
+        db_options=options or DatabaseLimits(),
     )
 
 
@@ -388,7 +388,7 @@ async def test_a_burst_on_an_exhausted_pool_waits_the_pool_timeout_then_gets_503
 ) -> None:
     """One connection, held by a write blocked on a row lock: the others wait DB_POOL_TIMEOUT, then a 503 that
     says the server is busy (not that the database is away); readiness does not queue behind them."""
-    options = EngineOptions(pool_size=1, max_overflow=0, pool_timeout=0.5, statement_timeout=0)
+    options = DatabaseLimits(pool_size=1, max_overflow=0, pool_timeout=0.5, statement_timeout=0)
     async with serve(app_settings(proxied_url, tmp_path, options), proxy) as api:
         task_id = await api.create()
         async with asyncio.timeout(20), row_locked(postgres_database, task_id):
@@ -426,7 +426,7 @@ async def test_statement_timeout_turns_a_stuck_statement_into_a_503(
     proxy: TcpProxy, proxied_url: str, postgres_database: str, db_password: str, tmp_path: Path
 ) -> None:
     """PostgreSQL cancels the blocked UPDATE after DB_STATEMENT_TIMEOUT (SQLSTATE 57014): 503, not 500."""
-    options = EngineOptions(pool_size=1, max_overflow=0, statement_timeout=0.3)
+    options = DatabaseLimits(pool_size=1, max_overflow=0, statement_timeout=0.3)
     async with serve(app_settings(proxied_url, tmp_path, options), proxy) as api:
         task_id = await api.create()
         async with asyncio.timeout(20), row_locked(postgres_database, task_id):
@@ -444,7 +444,7 @@ async def test_statement_timeout_turns_a_stuck_statement_into_a_503(
 
 
 async def test_statement_timeout_reaches_postgresql_and_the_url_can_override_it(postgres_database: str) -> None:
-    async def shown(url: str, options: EngineOptions) -> str:
+    async def shown(url: str, options: DatabaseLimits) -> str:
         """What a request's connection says, checked against what the tools' engine says."""
         database = open_database(url, options)
         engine = create_engine(url, options)
@@ -458,12 +458,12 @@ async def test_statement_timeout_reaches_postgresql_and_the_url_can_override_it(
             await database.close()
             await engine.dispose()
 
-    assert await shown(postgres_database, EngineOptions()) == "10s"
-    assert await shown(postgres_database, EngineOptions(statement_timeout=0.25)) == "250ms"
-    assert await shown(postgres_database, EngineOptions(statement_timeout=0)) == "0"
+    assert await shown(postgres_database, DatabaseLimits()) == "10s"
+    assert await shown(postgres_database, DatabaseLimits(statement_timeout=0.25)) == "250ms"
+    assert await shown(postgres_database, DatabaseLimits(statement_timeout=0)) == "0"
     # DATABASE_URL's own ``options=-c statement_timeout=…`` wins over DB_STATEMENT_TIMEOUT.
     in_url = f"{postgres_database}?options=-c%20statement_timeout%3D1234"
-    assert await shown(in_url, EngineOptions(statement_timeout=5)) == "1234ms"
+    assert await shown(in_url, DatabaseLimits(statement_timeout=5)) == "1234ms"
     # Tools (migrations) run without a statement timeout.
     engine = create_engine(postgres_database)
     try:
@@ -475,7 +475,7 @@ async def test_statement_timeout_reaches_postgresql_and_the_url_can_override_it(
 
 async def test_old_connections_are_replaced_and_young_ones_kept(proxy: TcpProxy, proxied_url: str) -> None:
     """DB_POOL_RECYCLE: a pooled connection older than that is closed and replaced when next taken."""
-    database = open_database(proxied_url, EngineOptions(pool_recycle=1))
+    database = open_database(proxied_url, DatabaseLimits(pool_recycle=1))
     assert isinstance(database, PostgresDatabase)
     backend = Query(select(func.pg_backend_pid().label("pid")))
 
@@ -606,7 +606,7 @@ def test_other_errors_are_not_unavailable(make: Callable[[], BaseException]) -> 
 
 
 def test_database_settings_defaults_and_values() -> None:
-    assert Settings.from_env({}).db_options == EngineOptions(
+    assert Settings.from_env({}).db_options == DatabaseLimits(
         pool_size=10, max_overflow=10, pool_timeout=5.0, pool_recycle=300, connect_timeout=1.5, statement_timeout=10.0
     )
     options = Settings.from_env(
@@ -619,7 +619,7 @@ def test_database_settings_defaults_and_values() -> None:
             "DB_STATEMENT_TIMEOUT": "0",
         }
     ).db_options
-    assert options == EngineOptions(
+    assert options == DatabaseLimits(
         pool_size=2, max_overflow=0, pool_timeout=0.25, pool_recycle=0, connect_timeout=3.0, statement_timeout=0
     )
     assert Settings.from_env({"DB_STATEMENT_TIMEOUT": "2.5"}).db_options.statement_timeout_ms == 2500

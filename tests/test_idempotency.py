@@ -25,9 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.asgi import build_app
 from app.auth.tokens import issue_token
 from app.tasks.idempotency import request_hash
-from config.settings import Settings
+from config.settings import DatabaseLimits, Settings
 from db.database import Database, open_database
-from db.engine import EngineOptions, create_engine
+from db.engine import create_engine
 from db.idempotency import (
     KEY_LIFETIME,
     IdempotencyKeyRepository,
@@ -266,7 +266,7 @@ async def test_a_duplicate_held_up_too_long_is_409(
 
     monkeypatch.setattr(IdempotencyKeyRepository, "in_flight_wait", timedelta(milliseconds=200))
     user = new_user()
-    database = open_database(pg_settings.database_url, EngineOptions())
+    database = open_database(pg_settings.database_url, DatabaseLimits())
     try:
         async with OpenTransaction(database) as first:  # the first request, claimed but not committed
             holder = IdempotencyKeyRepository(owner_id=user, executor=first.executor)
@@ -409,7 +409,7 @@ async def test_when_the_first_rolls_back_the_duplicate_proceeds_as_the_first(dat
 
 async def test_the_in_flight_wait_is_bounded_on_postgresql(postgres_database: str, new_user: Any) -> None:
     user = new_user()
-    database = open_database(postgres_database, EngineOptions())
+    database = open_database(postgres_database, DatabaseLimits())
     try:
         async with OpenTransaction(database) as first:
             assert (

@@ -37,7 +37,8 @@ from app.auth.jwks import (
     JwksVerifier,
     key_algorithm,
 )
-from app.auth.tokens import InvalidTokenError, SharedSecretVerifier, TokenRules, build_verifier
+from app.auth.tokens import InvalidTokenError, SharedSecretVerifier, TokenRules
+from app.auth.verifier import build_verifier
 from config.settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.test_auth import assert_401

@@ -29,7 +29,7 @@ from app.asgi import build_app
 from config.settings import DEFAULT_SHUTDOWN_GRACE_SECONDS, Settings, SettingsError
 from db.engine import create_engine
 from db.models import Task
-from db.schema import upgrade
+from db.schema_migrations import upgrade
 from tests.conftest import TEST_SECRET
 from tests.processes import ServeProcess, Servers, bearer, serve_env
 

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, make_url
 
 from db.engine import create_engine
 from db.models import metadata
-from db.schema import downgrade, head_revisions, pending_revisions, upgrade
+from db.schema_migrations import downgrade, head_revisions, pending_revisions, upgrade
 from tests.conftest import _admin
 
 

@@ -19,8 +19,8 @@ from sqlalchemy.exc import DBAPIError
 
 from app.asgi import build_app
 from app.errors import handle_unexpected
-from config.settings import Settings, SettingsError
-from db.engine import EngineOptions, create_engine
+from config.settings import DatabaseLimits, Settings, SettingsError
+from db.engine import create_engine
 from db.url import PoolerMode, pooler_connect_args, translate_database_url
 from tests.clusters import Cluster, PgBouncer, running_pgbouncer, self_signed_certificate, throwaway_cluster
 from tests.conftest import TEST_SECRET
@@ -339,7 +339,7 @@ async def test_the_statement_timeout_holds_through_pgbouncer(pgbouncer: PgBounce
     connections work and that a stuck statement still ends after DB_STATEMENT_TIMEOUT as a 503.
     """
     engine = create_engine(
-        pgbouncer.url(database_name(empty_database)), EngineOptions(statement_timeout=0.3), pooler="pgbouncer"
+        pgbouncer.url(database_name(empty_database)), DatabaseLimits(statement_timeout=0.3), pooler="pgbouncer"
     )
     try:
         async with engine.connect() as connection:

@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.engine import make_url
 
+from config.settings import DatabaseLimits
 from db.database import PostgresDatabase, open_database
-from db.engine import EngineOptions
 from db.pool import DatabaseUnavailableError, PoolExhaustedError, _LoopLagError, _unless_the_loop_lags
 from db.query import Query
 from tests.tcp_proxy import TcpProxy
@@ -48,11 +48,11 @@ def proxied(postgres_database: str, proxy: TcpProxy) -> str:
 
 @pytest.fixture
 async def open_pool(proxied: str) -> AsyncIterator[Callable[..., PostgresDatabase]]:
-    """Open the request path's database on the proxied URL with the given ``EngineOptions`` (and pool tweaks)."""
+    """Open the request path's database on the proxied URL with the given ``DatabaseLimits`` (and pool tweaks)."""
     opened: list[PostgresDatabase] = []
 
-    def make(options: EngineOptions | None = None, **pool: Any) -> PostgresDatabase:
-        database = open_database(proxied, options or EngineOptions())
+    def make(options: DatabaseLimits | None = None, **pool: Any) -> PostgresDatabase:
+        database = open_database(proxied, options or DatabaseLimits())
         assert isinstance(database, PostgresDatabase)
         database.pool.options = dataclasses.replace(database.pool.options, **pool)
         opened.append(database)
@@ -85,7 +85,7 @@ async def eventually(condition: Callable[[], Awaitable[bool] | bool], what: str,
 async def test_waiters_are_served_in_arrival_order_and_a_long_wait_is_pool_exhausted(
     open_pool: Callable[..., PostgresDatabase],
 ) -> None:
-    database = open_pool(EngineOptions(pool_size=1, max_overflow=0, pool_timeout=5))
+    database = open_pool(DatabaseLimits(pool_size=1, max_overflow=0, pool_timeout=5))
     pool = database.pool
     held = await pool.acquire()
     order: list[int] = []
@@ -119,7 +119,7 @@ async def test_a_steady_load_opens_no_new_connections(
     open_pool: Callable[..., PostgresDatabase], proxy: TcpProxy
 ) -> None:
     """Once the connections a load needs are open, it keeps using them: no connection opened or closed."""
-    database = open_pool(EngineOptions(pool_size=2, max_overflow=4))
+    database = open_pool(DatabaseLimits(pool_size=2, max_overflow=4))
 
     async def round_of_three() -> None:
         pids = await asyncio.gather(*(database.fetchrow(SLEEP, {"seconds": 0.01}) for _ in range(3)))
@@ -135,7 +135,7 @@ async def test_a_steady_load_opens_no_new_connections(
 
 
 async def test_connections_beyond_the_minimum_close_when_idle(open_pool: Callable[..., PostgresDatabase]) -> None:
-    database = open_pool(EngineOptions(pool_size=1, max_overflow=3), idle_timeout=0.3)
+    database = open_pool(DatabaseLimits(pool_size=1, max_overflow=3), idle_timeout=0.3)
     await asyncio.gather(*(database.fetchrow(SLEEP, {"seconds": 0.05}) for _ in range(4)))
     assert database.pool.stats().size == 4
     await eventually(lambda: database.pool.stats().size == 1, "the overflow connections to close")
@@ -146,7 +146,7 @@ async def test_a_read_on_a_silently_dead_connection_is_repeated_on_a_working_one
     open_pool: Callable[..., PostgresDatabase], proxy: TcpProxy
 ) -> None:
     """The server side is gone but the client has not heard: the read meets a reset, and runs again."""
-    database = open_pool(EngineOptions(pool_size=1, max_overflow=1))
+    database = open_pool(DatabaseLimits(pool_size=1, max_overflow=1))
     first = await pid_of(database)
     proxy.sever_silently()
     assert await pid_of(database) != first
@@ -156,7 +156,7 @@ async def test_a_write_on_a_silently_dead_connection_is_reported_not_repeated(
     open_pool: Callable[..., PostgresDatabase], proxy: TcpProxy, postgres_database: str
 ) -> None:
     """A write that met a reset may or may not have run, so it is a 503 (never run twice), and here it did not."""
-    database = open_pool(EngineOptions(pool_size=1, max_overflow=1))
+    database = open_pool(DatabaseLimits(pool_size=1, max_overflow=1))
     user = "pool-silent-write"
     await pid_of(database)
     proxy.sever_silently()
@@ -171,7 +171,7 @@ async def test_a_connection_the_server_ended_is_never_an_error(
     open_pool: Callable[..., PostgresDatabase], postgres_database: str
 ) -> None:
     """``pg_terminate_backend`` on the pooled connection between two writes: the second write succeeds."""
-    database = open_pool(EngineOptions(pool_size=1, max_overflow=0))
+    database = open_pool(DatabaseLimits(pool_size=1, max_overflow=0))
     user = "pool-terminated"
     await database.fetch(INSERT, {"u": user})
     victim = await pid_of(database)
@@ -190,7 +190,7 @@ async def test_a_connection_the_server_ended_is_never_an_error(
 async def test_a_statement_cut_off_by_cancellation_never_lends_its_connection_again(
     open_pool: Callable[..., PostgresDatabase],
 ) -> None:
-    database = open_pool(EngineOptions(pool_size=1, max_overflow=0))
+    database = open_pool(DatabaseLimits(pool_size=1, max_overflow=0))
     first = await pid_of(database)
     running = asyncio.create_task(database.fetchrow(SLEEP, {"seconds": 30}))
     await eventually(lambda: database.pool.stats().in_use == 1, "the sleep to hold the connection")
@@ -207,7 +207,7 @@ async def test_waiters_fail_at_once_when_the_database_stops_answering(
     """One connection busy on a statement when the network hangs: the watchdog finds the database unreachable,
     and the request on it and those waiting for it get their error within the connect budget, not after
     DB_POOL_TIMEOUT."""
-    database = open_pool(EngineOptions(pool_size=1, max_overflow=0, pool_timeout=30))
+    database = open_pool(DatabaseLimits(pool_size=1, max_overflow=0, pool_timeout=30))
     await pid_of(database)
     await eventually(lambda: proxy.open_connections == 2, "the control connection to open")
     proxy.blackhole()

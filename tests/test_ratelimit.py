@@ -35,7 +35,7 @@ from app.auth.tokens import issue_token
 from app.ratelimit import limiter as limiter_module
 from app.ratelimit import redis_limiter
 from app.ratelimit.limiter import MemoryRateLimiter, gcra
-from app.ratelimit.limits import build_rate_limits, client_key
+from app.ratelimit.plugin import build_rate_limits, client_key
 from app.ratelimit.redis_limiter import RedisRateLimiter, redis_location
 from config.settings import Rate, Settings, SettingsError
 from tests.conftest import IN_CI, TEST_SECRET

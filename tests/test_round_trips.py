@@ -31,9 +31,8 @@ from sqlalchemy.engine import make_url
 
 from app.asgi import build_app
 from app.auth.tokens import issue_token
-from config.settings import Settings
+from config.settings import DatabaseLimits, Settings
 from db.database import PostgresDatabase, SQLiteDatabase
-from db.engine import EngineOptions
 from tests.conftest import TEST_SECRET
 from tests.tcp_proxy import TcpProxy
 
@@ -69,7 +68,7 @@ def settings_for(database_url: str, tmp_path: Path) -> Settings:
         better_auth_secret=TEST_SECRET,
         # One connection, so every statement runs on one that has prepared it before (asyncpg prepares a
         # statement once per connection: the first run of each costs one more round trip).
-        db_options=EngineOptions(pool_size=1, max_overflow=0),
+        db_options=DatabaseLimits(pool_size=1, max_overflow=0),
     )
 
 

@@ -3,8 +3,8 @@
 Two modes, never mixed: HS256 JWTs signed with the shared ``BETTER_AUTH_SECRET``
 (:class:`SharedSecretVerifier`), or, when ``JWT_JWKS_URL`` is set, Better Auth's asymmetric tokens checked
 against the keys it publishes (:class:`app.auth.jwks.JwksVerifier`). Both sit behind the
-:class:`TokenVerifier` protocol and both apply the same claim rules (:class:`TokenRules`), so the
-middleware and the routes never know which one runs.
+:class:`TokenVerifier` protocol and both apply the same claim rules (:class:`TokenRules`), so the access
+check and the routes never know which one runs; ``app/auth/verifier.py`` picks one from the settings.
 """
 
 from __future__ import annotations
@@ -190,20 +190,6 @@ def user_id_from_claims(claims: dict[str, Any], claim: str) -> str:
     if not isinstance(value, str) or not value or len(value) > USER_ID_MAX_LENGTH or not value.isprintable():
         raise InvalidTokenError(f"The token's {claim!r} claim is not a valid user id.")
     return value
-
-
-def build_verifier(settings: Settings) -> TokenVerifier:
-    """The verifier the settings ask for: JWKS when ``JWT_JWKS_URL`` is set, else the shared secret.
-
-    In JWKS mode the shared secret is never consulted, so an HS256 token fails even when
-    ``BETTER_AUTH_SECRET`` is set.
-    """
-    rules = TokenRules.from_settings(settings)
-    if settings.jwt_jwks_url:
-        from app.auth.jwks import JwksVerifier  # noqa: PLC0415 - jwks builds on this module
-
-        return JwksVerifier(settings.jwt_jwks_url, rules)
-    return SharedSecretVerifier(settings.signing_secret(), rules)
 
 
 def bearer_token(authorization: str | None) -> str:

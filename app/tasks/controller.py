@@ -20,7 +20,8 @@ from litestar.params import HeaderParameter, JSONBody, Parameter
 from sqlalchemy import not_
 
 from app.access import BEARER
-from app.openapi import BEARER_SCHEME, RATE_LIMIT_HEADERS, CreateTaskOperation, UpdateTaskOperation, problem_responses
+from app.openapi import BEARER_SCHEME, CreateTaskOperation, UpdateTaskOperation, problem_responses
+from app.ratelimit.plugin import RATE_LIMIT_HEADERS
 from app.tasks.etags import etag, if_match_versions
 from app.tasks.idempotency import Created, IdempotencyKeyHeader, create_once
 from app.tasks.listing import InvalidCursorError, ListQuery, SortField, SortOrder, StatusFilter

@@ -24,8 +24,8 @@ import msgspec
 from sqlalchemy import ColumnElement, and_, bindparam, or_
 from sqlalchemy.orm import InstrumentedAttribute
 
+from db.dialect_sql import ContainsAll, FoldedLike
 from db.models import Priority, Task
-from db.sql import ContainsAll, FoldedLike
 
 SortField = Literal["created", "updated", "title", "due_date", "priority"]
 SortOrder = Literal["asc", "desc"]

@@ -3,35 +3,25 @@
 from __future__ import annotations
 
 import re
-import sys
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal, cast
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from app.tasks.text_classes import BLANK, INVISIBLE_CATEGORIES, SPACE, Ranges
 from db.models import DESCRIPTION_MAX_LENGTH, MAX_TAGS, TAG_MAX_LENGTH, TITLE_MAX_LENGTH, Priority
-
-# Format and control characters (zero-width spaces, direction marks): a title of only these looks blank.
-_INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
-
 
 # -- JSON Schema patterns --------------------------------------------------------------------------------------
 # The OpenAPI document states every rule the validators below enforce, so that a request is valid by the schema
-# exactly when the server accepts it. The character classes are computed from the same predicates the validators
-# use (str.isspace, the Unicode categories above), so the two cannot drift apart.
+# exactly when the server accepts it. The character classes come from the same predicates the validators use
+# (str.isspace, the Unicode categories in text_classes), precomputed as ranges there and checked by a unit test.
 
 
-def _char_class(codepoints: Iterable[int], *, negate: bool = False) -> str:
+def _char_class(ranges: Ranges, *, negate: bool = False) -> str:
     """A regex character class that Python's ``re`` and ECMA-262 engines read alike: BMP characters as ``\\uXXXX``,
     the rest as literal characters (ECMA-262 without the ``u`` flag has no escape for them)."""
-    ranges: list[list[int]] = []
-    for codepoint in sorted(codepoints):
-        if ranges and codepoint == ranges[-1][1] + 1:
-            ranges[-1][1] = codepoint
-        else:
-            ranges.append([codepoint, codepoint])
 
     def char(codepoint: int) -> str:
         return f"\\u{codepoint:04x}" if codepoint < 0x10000 else chr(codepoint)
@@ -40,19 +30,16 @@ def _char_class(codepoints: Iterable[int], *, negate: bool = False) -> str:
     return f"[{'^' if negate else ''}{body}]"
 
 
-_ALL = range(sys.maxunicode + 1)
-_SPACE = [c for c in _ALL if chr(c).isspace()]  # what str.strip() removes
-_BLANK = [c for c in _ALL if chr(c).isspace() or unicodedata.category(chr(c)) in _INVISIBLE]
-_NUL = 0
-_NOT_NUL = _char_class([_NUL], negate=True)
+_NUL: Ranges = ((0, 0),)
+_NOT_NUL = _char_class(_NUL, negate=True)
 
 
 def trimmed_text_pattern(max_length: int, *, visible: bool) -> str:
     """Text that, trimmed of white space, is 1 to ``max_length`` characters without NUL; with ``visible``, it also
     holds a character that is neither white space nor invisible (see :func:`clean_title`)."""
-    space = _char_class(_SPACE)
-    edge = _char_class([*_SPACE, _NUL], negate=True)  # the first and last character left after trimming
-    lookahead = f"(?={_char_class(_BLANK)}*{_char_class(_BLANK, negate=True)})" if visible else ""
+    space = _char_class(SPACE)
+    edge = _char_class(_NUL + SPACE, negate=True)  # the first and last character left after trimming
+    lookahead = f"(?={_char_class(BLANK)}*{_char_class(BLANK, negate=True)})" if visible else ""
     return f"^{lookahead}{space}*(?:{edge}|{edge}{_NOT_NUL}{{0,{max_length - 2}}}{edge}){space}*$"
 
 
@@ -108,7 +95,7 @@ DueDate = Annotated[
     ),
 ]
 # Not blank after trimming, no NUL; the 1 to 40 characters count before trimming.
-TAG_PATTERN = f"^{_NOT_NUL}*{_char_class([*_SPACE, _NUL], negate=True)}{_NOT_NUL}*$"
+TAG_PATTERN = f"^{_NOT_NUL}*{_char_class(_NUL + SPACE, negate=True)}{_NOT_NUL}*$"
 Tag = Annotated[str, Meta(min_length=1, max_length=TAG_MAX_LENGTH)]
 Tags = Annotated[
     list[Tag],
@@ -137,7 +124,7 @@ def invalid(field: str, message: str) -> ValueError:
 def clean_title(value: str) -> str:
     """Trim a title; refuse one that is blank (or only invisible characters), too long, or unstorable."""
     title = check_text(value.strip(), "title")
-    if all(char.isspace() or unicodedata.category(char) in _INVISIBLE for char in title):
+    if all(char.isspace() or unicodedata.category(char) in INVISIBLE_CATEGORIES for char in title):
         raise invalid("title", "must not be blank")
     if len(title) > TITLE_MAX_LENGTH:
         raise invalid("title", f"must be at most {TITLE_MAX_LENGTH} characters after trimming")

@@ -1,6 +1,6 @@
 """Alembic environment: runs migrations on the async engine for ``DATABASE_URL`` (SQLite or PostgreSQL).
 
-Called through ``db.schema`` (``manage.py migrate`` / ``makemigrations``), which passes the URL in
+Called through ``db.schema_migrations`` (``manage.py migrate`` / ``makemigrations``), which passes the URL in
 ``config.attributes["database_url"]`` (``MIGRATIONS_DATABASE_URL`` when set) and ``DATABASE_POOLER`` in
 ``config.attributes["database_pooler"]``.
 """

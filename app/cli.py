@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import click
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import serving
 from app.auth.tokens import InvalidTokenError, issue_token, user_id_from_claims
 from config.logging import uvicorn_log_config
 from config.settings import Settings, SettingsError, get_settings
+from db.database import open_database
 from db.engine import create_engine
 from db.idempotency import purge_every_users_expired_keys
 from db.schema_migrations import make_migration, pending_revisions, upgrade
@@ -54,14 +54,11 @@ async def _ping(settings: Settings) -> None:
 
 
 async def _purge_keys(settings: Settings) -> int:
-    engine = create_engine(settings.database_url, pooler=settings.database_pooler)
+    database = open_database(settings.database_url, settings.db_options, pooler=settings.database_pooler)
     try:
-        async with AsyncSession(engine) as session:
-            count = await purge_every_users_expired_keys(session, now=datetime.now(UTC))
-            await session.commit()
-            return count
+        return await purge_every_users_expired_keys(database, now=datetime.now(UTC))  # one autocommitted statement
     finally:
-        await engine.dispose()
+        await database.close()
 
 
 def parse_duration(value: str) -> timedelta:

@@ -8,7 +8,6 @@ details go to the server log only, never to the client.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -25,24 +24,16 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.auth.tokens import SigningKeysUnavailableError
 from app.requests import ClientDisconnectedError
+from app.validation import FieldError, InvalidRequestError
 from db.database import ConstraintViolationError, DatabaseUnavailableError, PoolExhaustedError
 from db.owned import OwnerScopeError, StaleVersionError
 
 logger = logging.getLogger("app.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
 PROBLEM_TYPE_PREFIX = "urn:todo-backend:problem:"
 DATABASE_RETRY_AFTER_SECONDS = 5
 BUSY_RETRY_AFTER_SECONDS = 1
-
-
-class FieldError(msgspec.Struct):
-    """One invalid input value: where it is and what is wrong with it."""
-
-    field: str
-    message: str
-    source: str | None = None
 
 
 class ProblemDetail(msgspec.Struct, omit_defaults=True):
@@ -103,10 +94,8 @@ def _field_errors(extra: Any) -> list[FieldError]:
             source = getattr(item.get("source"), "value", item.get("source"))  # ParamType enum → "path"
             if source == "header" and "_" in key:  # a header is named as sent, not as its parameter
                 key = "-".join(part.capitalize() for part in key.split("_"))
-            if key == "data":  # the body as a whole; msgspec names a missing field only in its message
-                missing = _MISSING_FIELD.search(message)
-                key = missing.group(1) if missing else "body"
-                source = "body"
+            if key == "data":  # never from a task route (app.validation decodes bodies): the body as a whole
+                key, source = "body", "body"
             errors.append(FieldError(field=key, message=message, source=str(source) if source else None))
     return errors
 
@@ -130,6 +119,11 @@ def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Resp
     else:
         detail = exc.detail or HTTPStatus(status).description
     return problem(status, detail, headers=headers)
+
+
+def handle_invalid_request(_: Request[Any, Any, Any], exc: InvalidRequestError) -> Response[ProblemDetail]:
+    """Bad input our own validation found (app/validation.py): every bad value, in one 400."""
+    return problem(400, _validation_detail(exc.errors, ""), errors=exc.errors)
 
 
 def handle_repository_error(_: Request[Any, Any, Any], exc: RepositoryError) -> Response[ProblemDetail]:
@@ -277,6 +271,7 @@ def handle_signing_keys_unavailable(
 
 exception_handlers: ExceptionHandlersMap = {
     HTTPException: handle_http_exception,
+    InvalidRequestError: handle_invalid_request,
     RepositoryError: handle_repository_error,
     DatabaseUnavailableError: handle_database_unavailable,
     PoolExhaustedError: handle_pool_exhausted,

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from litestar import MediaType, Request, get
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, Link, OpenAPIResponse, Operation, RequestBody, Schema, SecurityScheme
+from litestar.openapi.spec import Components, SecurityScheme
 
 from app.errors import PROBLEM_MEDIA_TYPE, ProblemDetail
-from app.tasks.schemas import TaskUpdate
 
 if TYPE_CHECKING:
     from litestar.handlers import HTTPRouteHandler
@@ -61,46 +59,6 @@ def operation_id(
     del http_method, path_components  # every handler serves one method on one path
     first, *rest = route_handler.handler_name.split("_")
     return first + "".join(word.title() for word in rest)
-
-
-# Where a created task's id can be used next: OpenAPI links from the create route's 201 response.
-_TASK_LINKS = {
-    "GetTask": ("getTask", "Read the task just created."),
-    "ReplaceTask": ("replaceTask", "Update the task just created (PUT)."),
-    "UpdateTask": ("updateTask", "Update part of the task just created (PATCH)."),
-    "CompleteTask": ("completeTask", "Complete, reopen or toggle the task just created."),
-    "DeleteTask": ("deleteTask", "Delete the task just created."),
-}
-
-
-@dataclass
-class CreateTaskOperation(Operation):
-    """The create route's operation: its 201 response links the new task's ``id`` to the routes that take it."""
-
-    def __post_init__(self) -> None:
-        created = (self.responses or {}).get("201")
-        if isinstance(created, OpenAPIResponse):
-            created.links = {
-                name: Link(
-                    operation_id=target,
-                    parameters={"user_id": "$request.path.user_id", "task_id": "$response.body#/id"},
-                    description=description,
-                )
-                for name, (target, description) in _TASK_LINKS.items()
-            }
-
-
-@dataclass
-class UpdateTaskOperation(Operation):
-    """PUT and PATCH: a body must carry at least one of the task's fields (unknown fields are ignored, so
-    ``minProperties`` would not say it)."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.request_body, RequestBody):
-            at_least_one = [Schema(required=[name]) for name in TaskUpdate.__struct_fields__]
-            for media in self.request_body.content.values():
-                if media.schema is not None:
-                    media.schema = Schema(all_of=[media.schema], any_of=at_least_one)
 
 
 def openapi_config(version: str) -> OpenAPIConfig:

@@ -27,11 +27,11 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from sqlalchemy import bindparam, delete
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.database import DatabaseUnavailableError
+from db.database import DatabaseUnavailableError, Executor
 from db.models import IdempotencyKey
 from db.owned import OwnedTable
+from db.query import Query
 
 KEY_LIFETIME = timedelta(hours=24)
 _LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE when lock_timeout expires
@@ -131,11 +131,16 @@ class IdempotencyKeyRepository(OwnedTable[IdempotencyKey]):
         return len(await self._fetch(self._query("purge", build), {"b_expired_before": now - KEY_LIFETIME}))
 
 
-async def purge_every_users_expired_keys(session: AsyncSession, *, now: datetime) -> int:
+_EXPIRED_EVERYWHERE = Query(
+    delete(IdempotencyKey)
+    .where(IdempotencyKey.created_at < bindparam("expired_before", type_=IdempotencyKey.__table__.c.created_at.type))
+    .returning(IdempotencyKey.__table__.c.key)
+)
+
+
+async def purge_every_users_expired_keys(executor: Executor, *, now: datetime) -> int:
     """Maintenance (``manage.py purgekeys``): delete every user's keys older than :data:`KEY_LIFETIME`.
 
     Not owner-scoped on purpose: it reads no key, returns none, and only removes what no request may replay.
     """
-    statement = delete(IdempotencyKey).where(IdempotencyKey.created_at < now - KEY_LIFETIME)
-    result = await session.execute(statement)
-    return int(getattr(result, "rowcount", 0) or 0)
+    return len(await executor.fetch(_EXPIRED_EVERYWHERE, {"expired_before": now - KEY_LIFETIME}))

@@ -488,14 +488,12 @@ async def test_every_public_method_is_owner_scoped(engine: AsyncEngine, database
         IdempotencyKeyRepository(owner_id="", executor=database)
 
 
-async def test_purging_every_users_expired_keys(engine: AsyncEngine, new_user: Any) -> None:
+async def test_purging_every_users_expired_keys(engine: AsyncEngine, database: Database, new_user: Any) -> None:
     alice, bob = new_user(), new_user()
     for user in (alice, bob):
         await insert_key(engine, user, "old", age=KEY_LIFETIME + timedelta(seconds=1))
         await insert_key(engine, user, "new", age=KEY_LIFETIME - timedelta(minutes=1))
-    async with AsyncSession(engine) as session:
-        assert await purge_every_users_expired_keys(session, now=datetime.now(UTC)) >= 2
-        await session.commit()
+    assert await purge_every_users_expired_keys(database, now=datetime.now(UTC)) >= 2
     assert await keys_of(engine, alice) == await keys_of(engine, bob) == {"new"}
 
 

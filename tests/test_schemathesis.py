@@ -35,7 +35,7 @@ import pytest
 from hypothesis import strategies as st
 
 from app.asgi import build_app
-from app.tasks.controller import _checked_tags
+from app.tasks.list_request import _checked_tags
 from app.tasks.schemas import TaskCompletion, clean_tags, clean_title, parse_due_date
 from config.settings import Settings
 from tests.conftest import TEST_SECRET

@@ -5,40 +5,41 @@ commits a transaction)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from functools import lru_cache
 from typing import Annotated, Any, TypeVar, cast
 from urllib.parse import parse_qsl, quote, urlencode
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar import Controller, Litestar, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import ValidationException
-from litestar.openapi.spec import Operation, Reference
-from litestar.params import HeaderParameter, JSONBody, Parameter
+from litestar.params import JSONBody, Parameter
 from sqlalchemy import not_
 
 from app.access import BEARER
-from app.openapi import BEARER_SCHEME, CreateTaskOperation, UpdateTaskOperation, problem_responses
+from app.openapi import BEARER_SCHEME, problem_responses
 from app.ratelimit.plugin import RATE_LIMIT_HEADERS
+from app.tasks import list_request as listed
 from app.tasks.etags import etag, if_match_versions
 from app.tasks.idempotency import Created, IdempotencyKeyHeader, create_once
-from app.tasks.listing import InvalidCursorError, ListQuery, SortField, SortOrder, StatusFilter
+from app.tasks.listing import InvalidCursorError
+from app.tasks.openapi import (
+    ETAG_HEADER,
+    CreateTaskOperation,
+    IfMatch,
+    OptionalBodyOperation,
+    UpdateTaskOperation,
+)
 from app.tasks.schemas import (
-    DUE_DATE_SCHEMA,
-    NO_NUL_PATTERN,
-    PriorityName,
     TaskCompletion,
     TaskCreate,
     TaskRead,
     TaskUpdate,
-    check_text,
-    parse_due_date,
-    trimmed_text_pattern,
 )
+from app.validation import InvalidRequestError, StructBody
 from db.database import Database, Executor, Row
-from db.models import TAG_MAX_LENGTH, USER_ID_MAX_LENGTH, Task
+from db.models import USER_ID_MAX_LENGTH, Task
 from db.repositories import TaskRepository
 
 T = TypeVar("T")
@@ -52,38 +53,7 @@ TaskId = Annotated[
 ]
 
 
-@dataclass
-class OptionalBodyOperation(Operation):
-    """Litestar marks every request body required; ``/complete`` works without one (it toggles)."""
-
-    def __post_init__(self) -> None:
-        if self.request_body is not None and not isinstance(self.request_body, Reference):
-            self.request_body.required = False
-
-
-IfMatch = Annotated[
-    str | None,
-    HeaderParameter(
-        name="If-Match",
-        description=(
-            'Make the change only if the task\'s current `ETag` is one of these strong tags (`"12-3"` or '
-            '`"12-3", "12-4"`), or the task exists (`*`); otherwise 412 and nothing changes. Without it the '
-            "change is unconditional."
-        ),
-        required=False,
-    ),
-]
-ETAG_HEADER = ResponseHeader(
-    name="ETag",
-    description='The task\'s strong entity tag, `"<id>-<version>"`; it changes with every write to the task.',
-    required=True,
-    documentation_only=True,
-)
-
 Tasks = NamedDependency[TaskRepository]
-MAX_CURSOR_LENGTH = 2048  # a 200-character title of 4-byte characters makes a cursor of about 1,200
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 200
 
 
 async def provide_tasks(
@@ -102,9 +72,19 @@ async def provide_tasks(
     return TaskRepository(owner_id=request.user, executor=request.app.state.database)
 
 
-def task_location(task: Row) -> str:
-    """The URL path of one task."""
-    return f"/api/{quote(task['user_id'], safe='')}/tasks/{task['id']}"
+TASKS_ROUTE = "tasks"
+TASK_ROUTE = "task"
+
+
+@lru_cache(maxsize=16)
+def _route_path(app: Litestar, name: str) -> str:
+    """A route's path with ``{user_id}`` (and ``{task_id}``) slots to fill, asked of Litestar once per app."""
+    return app.route_reverse(name, user_id="{user_id}", task_id="{task_id}")
+
+
+def task_location(request: Request[Any, Any, Any], task: Row) -> str:
+    """The URL path of one task (Litestar's ``route_reverse`` does not percent-encode a value: we do)."""
+    return _route_path(request.app, TASK_ROUTE).format(user_id=quote(task["user_id"], safe=""), task_id=task["id"])
 
 
 class TaskController(Controller):
@@ -116,9 +96,12 @@ class TaskController(Controller):
     security = [{BEARER_SCHEME: []}]
     response_headers = RATE_LIMIT_HEADERS
     dependencies = {"tasks": Provide(provide_tasks)}
+    dto = StructBody  # bodies: decoded by app.validation, every bad field named
+    return_dto = None
 
     @get(
         "/",
+        name=TASKS_ROUTE,
         summary="List tasks",
         description=(
             "The user's tasks, one page at a time, newest first unless `sort`/`order` say otherwise; always a "
@@ -140,61 +123,26 @@ class TaskController(Controller):
         self,
         request: Request[str, Any, Any],
         tasks: Tasks,
-        status: Annotated[StatusFilter, Parameter(description="Which tasks to list.")] = "all",
-        priority: Annotated[
-            list[PriorityName] | None,
-            Parameter(description="Only these priorities (repeatable).", max_items=3),
-        ] = None,
-        tag: Annotated[
-            list[str] | None,
-            Parameter(
-                description="Only tasks carrying every one of these tags, ignoring case (repeatable).",
-                max_items=20,
-                schema_extra={
-                    "items": {"type": "string", "pattern": trimmed_text_pattern(TAG_MAX_LENGTH, visible=False)}
-                },
-            ),
-        ] = None,
-        due_before: Annotated[
-            str | None,
-            Parameter(
-                description="Due strictly before this date-time or date.", max_length=64, schema_extra=DUE_DATE_SCHEMA
-            ),
-        ] = None,
-        due_after: Annotated[
-            str | None,
-            Parameter(
-                description="Due strictly after this date-time or date.", max_length=64, schema_extra=DUE_DATE_SCHEMA
-            ),
-        ] = None,
-        q: Annotated[
-            str | None,
-            Parameter(
-                description="Case-insensitive text to find in title or description.",
-                min_length=1,
-                max_length=200,
-                schema_extra={"pattern": NO_NUL_PATTERN},
-            ),
-        ] = None,
-        sort: Annotated[SortField, Parameter(description="The field to sort by.")] = "created",
-        order: Annotated[
-            SortOrder | None,
-            Parameter(description="Default: desc for created, updated and priority; asc for title and due_date."),
-        ] = None,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = DEFAULT_PAGE_SIZE,
-        cursor: Annotated[
-            str | None, Parameter(description="From a previous page's `Link` header.", max_length=MAX_CURSOR_LENGTH)
-        ] = None,
+        status: listed.Status = "all",
+        priority: listed.Priorities = None,
+        tag: listed.Tags = None,
+        due_before: listed.DueBefore = None,
+        due_after: listed.DueAfter = None,
+        q: listed.Text = None,
+        sort: listed.Sort = "created",
+        order: listed.Order = None,
+        limit: listed.Limit = listed.DEFAULT_PAGE_SIZE,
+        cursor: listed.Cursor = None,
     ) -> Response[list[TaskRead]]:
         """List the user's tasks."""
-        query = ListQuery(
-            owner=request.user,
+        query = listed.list_query(
+            request.user,
             status=status,
-            priorities=tuple(priority or ()),
-            tags=tuple(_checked_tags(tag or [])),
-            q=_from_query("q", q, check_text),
-            due_before=_from_query("due_before", due_before, parse_due_date),
-            due_after=_from_query("due_after", due_after, parse_due_date),
+            priority=priority,
+            tag=tag,
+            due_before=due_before,
+            due_after=due_after,
+            q=q,
             sort=sort,
             order=order,
         )
@@ -242,11 +190,11 @@ class TaskController(Controller):
         """Create a task; ``Location`` names it."""
         if idempotency_key is None:
             task = await tasks.insert_row(data.values())
-            return _task_response(task, status_code=201, headers={"Location": task_location(task)})
+            return _task_response(task, status_code=201, headers={"Location": task_location(request, task)})
 
         async def create(transaction: Executor) -> Created:
             task = await tasks.bound_to(transaction).insert_row(data.values())
-            headers = {"Location": task_location(task), "ETag": etag(task)}
+            headers = {"Location": task_location(request, task), "ETag": etag(task)}
             return Created(status=201, headers=headers, body=msgspec.json.encode(TaskRead.from_row(task)))
 
         database: Database = request.app.state.database
@@ -255,6 +203,7 @@ class TaskController(Controller):
 
     @get(
         "/{task_id:str}",
+        name=TASK_ROUTE,
         summary="Get a task",
         responses=problem_responses(400, 401, 403, 404),
         response_headers=[ETAG_HEADER],
@@ -315,8 +264,8 @@ class TaskController(Controller):
         await tasks.delete_one(task_id, versions=_versions(if_match, task_id))
 
 
-def _query_invalid(field: str, message: str, source: str = "query") -> ValidationException:
-    return ValidationException(detail=message, extra=[{"key": field, "message": message, "source": source}])
+def _query_invalid(field: str, message: str, source: str = "query") -> InvalidRequestError:
+    return InvalidRequestError.one(field, message, source)
 
 
 def _versions(if_match: str | None, task_id: int) -> frozenset[int] | None:
@@ -327,28 +276,11 @@ def _versions(if_match: str | None, task_id: int) -> frozenset[int] | None:
         raise _query_invalid("If-Match", str(exc), source="header") from None
 
 
-def _from_query(field: str, value: str | None, check: Callable[[str, str], T]) -> T | None:
-    """Run a body validator from app.tasks.schemas on a query value; its ValueError becomes a 400 on ``field``."""
-    if value is None:
-        return None
-    try:
-        return check(value, field)
-    except ValueError as exc:  # the schema's message carries msgspec's " - at `$.field`" suffix
-        raise _query_invalid(field, str(exc).split(" - at ", 1)[0]) from None
-
-
-def _checked_tags(tags: list[str]) -> list[str]:
-    for tag in tags:
-        if not tag.strip() or len(tag.strip()) > TAG_MAX_LENGTH or "\x00" in tag:
-            raise _query_invalid("tag", f"each tag must be 1 to {TAG_MAX_LENGTH} characters")
-    return tags
-
-
 def _with_cursor(request: Request[Any, Any, Any], cursor: str) -> str:
     """This request's path and query with ``cursor`` set: the next page's URL."""
     raw = request.scope["query_string"].decode("latin-1")
     params = [(k, v) for k, v in parse_qsl(raw, keep_blank_values=True) if k != "cursor"]  # the client's order
-    path = f"/api/{quote(request.user, safe='')}/tasks"  # re-encoded, like Location: the raw id may hold anything
+    path = _route_path(request.app, TASKS_ROUTE).format(user_id=quote(request.user, safe=""))  # like Location
     return f"{path}?{urlencode([*params, ('cursor', cursor)])}"
 
 

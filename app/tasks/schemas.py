@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, cast
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from app.tasks.text_classes import BLANK, INVISIBLE_CATEGORIES, SPACE, Ranges
+from app.validation import InvalidFieldError
 from db.models import DESCRIPTION_MAX_LENGTH, MAX_TAGS, TAG_MAX_LENGTH, TITLE_MAX_LENGTH, Priority
 
 # -- JSON Schema patterns --------------------------------------------------------------------------------------
@@ -116,9 +117,9 @@ Tags = Annotated[
 LaxBool = Annotated[bool, Meta(extra_json_schema={"extra": LAX_BOOLEAN_SCHEMA})]
 
 
-def invalid(field: str, message: str) -> ValueError:
-    """A validation error located at ``field``, in msgspec's own format so Litestar reports the field."""
-    return ValueError(f"{message} - at `$.{field}`")
+def invalid(field: str, message: str) -> InvalidFieldError:
+    """A validation error located at ``field`` (see app/validation.py)."""
+    return InvalidFieldError(field, message)
 
 
 def clean_title(value: str) -> str:

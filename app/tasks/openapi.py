@@ -1,0 +1,81 @@
+"""The task routes' own OpenAPI pieces: operations Litestar cannot describe from the handler alone, and the
+``If-Match``/``ETag`` headers the write routes share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from litestar.datastructures import ResponseHeader
+from litestar.openapi.spec import Link, OpenAPIResponse, Operation, Reference, RequestBody, Schema
+from litestar.params import HeaderParameter
+
+from app.tasks.schemas import TaskUpdate
+
+
+@dataclass
+class OptionalBodyOperation(Operation):
+    """Litestar marks every request body required; ``/complete`` works without one (it toggles)."""
+
+    def __post_init__(self) -> None:
+        if self.request_body is not None and not isinstance(self.request_body, Reference):
+            self.request_body.required = False
+
+
+IfMatch = Annotated[
+    str | None,
+    HeaderParameter(
+        name="If-Match",
+        description=(
+            'Make the change only if the task\'s current `ETag` is one of these strong tags (`"12-3"` or '
+            '`"12-3", "12-4"`), or the task exists (`*`); otherwise 412 and nothing changes. Without it the '
+            "change is unconditional."
+        ),
+        required=False,
+    ),
+]
+ETAG_HEADER = ResponseHeader(
+    name="ETag",
+    description='The task\'s strong entity tag, `"<id>-<version>"`; it changes with every write to the task.',
+    required=True,
+    documentation_only=True,
+)
+
+# Where a created task's id can be used next: OpenAPI links from the create route's 201 response.
+_TASK_LINKS = {
+    "GetTask": ("getTask", "Read the task just created."),
+    "ReplaceTask": ("replaceTask", "Update the task just created (PUT)."),
+    "UpdateTask": ("updateTask", "Update part of the task just created (PATCH)."),
+    "CompleteTask": ("completeTask", "Complete, reopen or toggle the task just created."),
+    "DeleteTask": ("deleteTask", "Delete the task just created."),
+}
+
+
+@dataclass
+class CreateTaskOperation(Operation):
+    """The create route's operation: its 201 response links the new task's ``id`` to the routes that take it."""
+
+    def __post_init__(self) -> None:
+        created = (self.responses or {}).get("201")
+        if isinstance(created, OpenAPIResponse):
+            created.links = {
+                name: Link(
+                    operation_id=target,
+                    parameters={"user_id": "$request.path.user_id", "task_id": "$response.body#/id"},
+                    description=description,
+                )
+                for name, (target, description) in _TASK_LINKS.items()
+            }
+
+
+@dataclass
+class UpdateTaskOperation(Operation):
+    """PUT and PATCH: a body must carry at least one of the task's fields (unknown fields are ignored, so
+    ``minProperties`` would not say it)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody):
+            at_least_one = [Schema(required=[name]) for name in TaskUpdate.__struct_fields__]
+            for media in self.request_body.content.values():
+                if media.schema is not None:
+                    media.schema = Schema(all_of=[media.schema], any_of=at_least_one)

@@ -5,7 +5,7 @@ and ``GET /api/{user}/tasks?limit=20`` is sent to it directly as an ASGI call, o
 users with their own tokens: no HTTP server and no load generator share the CPU, so the process's own CPU
 time per request is what the app and its driver spend (PostgreSQL's work is in another process and not
 counted). ``--profile`` samples the loop with py-spy (installed separately: ``pip install py-spy``) and
-groups the samples by layer. The README's Performance section shows this for one commit before the
+groups the samples by layer. bench/README.md shows this for one commit before the
 performance work and for the current one.
 
     uv run python -m bench.profile_request --database-url postgresql://postgres@127.0.0.1:5432/bench_main

@@ -57,8 +57,8 @@ def render_settings_page() -> str:
         "(`uv run python -m config.documentation --write`); a test fails when it falls behind.",
     ]
     for group, settings in _groups().items():
-        lines += ["", f"## {group}", "", "| Variable | Default | Meaning |", "|---|---|---|"]
-        lines += [f"| `{s.name}` | {s.documented_default} | {s.meaning} |" for s in settings]
+        lines += ["", f"## {group}", "", "| Variable | Default | Accepted | Meaning |", "|---|---|---|---|"]
+        lines += [f"| `{s.name}` | {s.documented_default} | {s.accepted} | {s.meaning} |" for s in settings]
     lines += [
         "",
         "## Tests only",

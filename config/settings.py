@@ -133,6 +133,11 @@ class Setting:
     strip: bool = True  # white space around the value is dropped
 
     @property
+    def accepted(self) -> str:
+        """The values the settings page lists as accepted (bounds, choices); empty for free text."""
+        return str(getattr(self.read, "accepted", ""))
+
+    @property
     def documented_default(self) -> str:
         """The default as the settings page shows it."""
         if self.shown_default is not None:
@@ -140,33 +145,82 @@ class Setting:
         return f"`{self.default}`" if self.default else "(empty)"
 
 
-def _choice(name: str, options: tuple[str, ...], *, case: Callable[[str], str] = str.lower) -> Reader:
-    def read(text: str, _: Mapping[str, Any]) -> str:
-        value = case(text)
-        if value not in options:
-            raise _InvalidValueError(f"{name} must be one of {', '.join(options)} (got {value!r})")
+@dataclass(frozen=True, slots=True)
+class _Choice:
+    """One of a few words."""
+
+    name: str
+    options: tuple[str, ...]
+    case: Callable[[str], str] = str.lower
+
+    @property
+    def accepted(self) -> str:
+        """The values the settings page lists."""
+        return ", ".join(f"`{option}`" for option in self.options)
+
+    def __call__(self, text: str, _: Mapping[str, Any]) -> str:
+        value = self.case(text)
+        if value not in self.options:
+            raise _InvalidValueError(f"{self.name} must be one of {', '.join(self.options)} (got {value!r})")
         return value
 
-    return read
+
+def _choice(name: str, options: tuple[str, ...], *, case: Callable[[str], str] = str.lower) -> Reader:
+    return _Choice(name, options, case)
+
+
+@dataclass(frozen=True, slots=True)
+class _Whole:
+    """A whole number within bounds."""
+
+    name: str
+    low: int
+    high: int
+    unit: str = ""
+
+    @property
+    def accepted(self) -> str:
+        """The bounds the settings page lists."""
+        return f"{self.low:,} to {self.high:,}"
+
+    def __call__(self, text: str, _: Mapping[str, Any]) -> int:
+        if text.isdigit() and self.low <= int(text) <= self.high:
+            return int(text)
+        raise _InvalidValueError(
+            f"{self.name} must be a whole number{self.unit} from {self.low} to {self.high} (got {text!r})"
+        )
 
 
 def _whole(name: str, low: int, high: int, *, unit: str = "") -> Reader:
-    def read(text: str, _: Mapping[str, Any]) -> int:
-        if text.isdigit() and low <= int(text) <= high:
-            return int(text)
-        raise _InvalidValueError(f"{name} must be a whole number{unit} from {low} to {high} (got {text!r})")
+    return _Whole(name, low, high, unit)
 
-    return read
+
+@dataclass(frozen=True, slots=True)
+class _Seconds:
+    """A number of seconds within bounds, or 0 for off."""
+
+    name: str
+    low: float
+    high: float
+    zero_is_off: bool = False
+
+    @property
+    def accepted(self) -> str:
+        """The bounds the settings page lists."""
+        return ("`0` (off) or " if self.zero_is_off else "") + f"{self.low:g} to {self.high:g}"
+
+    def __call__(self, text: str, _: Mapping[str, Any]) -> float:
+        value = float(text) if _DECIMAL.fullmatch(text) else None
+        if value is not None and (self.low <= value <= self.high or (self.zero_is_off and value == 0)):
+            return value
+        off = "0 (off) or " if self.zero_is_off else ""
+        raise _InvalidValueError(
+            f"{self.name} must be {off}a number of seconds from {self.low:g} to {self.high:g} (got {text!r})"
+        )
 
 
 def _seconds(name: str, low: float, high: float, *, zero_is_off: bool = False) -> Reader:
-    def read(text: str, _: Mapping[str, Any]) -> float:
-        if _DECIMAL.fullmatch(text) and (low <= float(text) <= high or (zero_is_off and float(text) == 0)):
-            return float(text)
-        off = "0 (off) or " if zero_is_off else ""
-        raise _InvalidValueError(f"{name} must be {off}a number of seconds from {low:g} to {high:g} (got {text!r})")
-
-    return read
+    return _Seconds(name, low, high, zero_is_off)
 
 
 def _text(text: str, _: Mapping[str, Any]) -> str | None:
@@ -177,8 +231,18 @@ def _plain(text: str, _: Mapping[str, Any]) -> str:
     return text
 
 
-def _rate(name: str) -> Reader:
-    def read(text: str, _: Mapping[str, Any]) -> Rate | None:
+@dataclass(frozen=True, slots=True)
+class _RateReader:
+    """``off`` or ``N/period``."""
+
+    name: str
+
+    @property
+    def accepted(self) -> str:
+        """The forms the settings page lists."""
+        return f"`off` or `N/second`, `N/minute`, `N/hour`, `N/day` (N from 1 to {MAX_RATE:,})"
+
+    def __call__(self, text: str, _: Mapping[str, Any]) -> Rate | None:
         value = text.lower()
         if value == "off":
             return None
@@ -186,10 +250,12 @@ def _rate(name: str) -> Reader:
         if match and match.group(2) in PERIODS and 1 <= int(match.group(1)) <= MAX_RATE:
             return Rate(int(match.group(1)), PERIODS[match.group(2)])
         raise _InvalidValueError(
-            f"{name} must be off or N/second, N/minute, N/hour or N/day with N from 1 to {MAX_RATE} (got {text!r})"
+            f"{self.name} must be off or N/second, N/minute, N/hour or N/day with N from 1 to {MAX_RATE} (got {text!r})"
         )
 
-    return read
+
+def _rate(name: str) -> Reader:
+    return _RateReader(name)
 
 
 def _data_dir(text: str, _: Mapping[str, Any]) -> Path:

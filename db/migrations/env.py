@@ -1,4 +1,5 @@
-"""Alembic environment: runs migrations on the async engine for ``DATABASE_URL`` (SQLite or PostgreSQL).
+"""Alembic environment: runs migrations on the async engine for ``MIGRATIONS_DATABASE_URL`` or, when that is
+empty, ``DATABASE_URL`` (SQLite or PostgreSQL).
 
 Called through ``db.schema_migrations`` (``manage.py migrate`` / ``makemigrations``), which passes the URL in
 ``config.attributes["database_url"]`` (``MIGRATIONS_DATABASE_URL`` when set) and ``DATABASE_POOLER`` in

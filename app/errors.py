@@ -24,6 +24,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.auth.tokens import SigningKeysUnavailableError
 from app.requests import ClientDisconnectedError
+from app.tasks.etags import etag
+from app.tasks.schemas import TaskRead
 from app.validation import FieldError, InvalidRequestError
 from db.database import ConstraintViolationError, DatabaseUnavailableError, PoolExhaustedError
 from db.owned import OwnerScopeError, StaleVersionError
@@ -44,6 +46,7 @@ class ProblemDetail(msgspec.Struct, omit_defaults=True):
     status: int
     detail: str
     errors: list[FieldError] | None = None
+    task: TaskRead | None = None  # a 412: the task as it is now (its ETag is in the header)
 
 
 _SLUGS = {
@@ -53,6 +56,7 @@ _SLUGS = {
     404: "not-found",
     405: "method-not-allowed",
     409: "conflict",
+    410: "gone",
     412: "precondition-failed",
     413: "payload-too-large",
     415: "unsupported-media-type",
@@ -71,6 +75,7 @@ def problem(
     errors: list[FieldError] | None = None,
     headers: Mapping[str, str] | None = None,
     slug: str | None = None,
+    task: TaskRead | None = None,
 ) -> Response[ProblemDetail]:
     """Build a problem+json response."""
     body = ProblemDetail(
@@ -79,6 +84,7 @@ def problem(
         status=status,
         detail=detail,
         errors=errors,
+        task=task,
     )
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=dict(headers or {}))
 
@@ -139,12 +145,25 @@ def handle_repository_error(_: Request[Any, Any, Any], exc: RepositoryError) -> 
     if isinstance(exc, IntegrityError) and isinstance(exc.__cause__, SQLAlchemyIntegrityError):
         return _conflict()
     if isinstance(exc, StaleVersionError):  # If-Match named none of the task's current ETag
-        return problem(412, "The task has changed since that ETag: read it again, then retry the change.")
+        return stale_version_problem(exc)
     if isinstance(exc, OwnerScopeError):  # a programming error, never the client's doing
         logger.error("owner scope violation refused: %s", exc.detail)
         return problem(500, "The server could not complete the request.")
     logger.error("repository error", exc_info=exc)
     return problem(500, "The server could not complete the request.")
+
+
+def stale_version_problem(exc: StaleVersionError) -> Response[ProblemDetail]:
+    """412: the task changed since the client's ETag; the body's ``task`` and the ``ETag`` are what it is now."""
+    current = exc.current
+    if current is None:  # pragma: no cover - the repository reads the current row with every stale write
+        return problem(412, "The task has changed since that ETag: read it again, then retry the change.")
+    return problem(
+        412,
+        "The task has changed since that ETag: `task` is what it is now; merge, then retry with its ETag.",
+        headers={"ETag": etag(current)},
+        task=TaskRead.from_row(current),
+    )
 
 
 def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[ProblemDetail]:

@@ -593,6 +593,22 @@ SETTINGS: tuple[Setting, ...] = (
         "Prefix of the Redis keys, so deployments (staging, production) can share one Redis.",
         "Rate limits",
     ),
+    # Sync: the trash and the change feed
+    Setting(
+        "TRASH_RETENTION_DAYS",
+        _whole("TRASH_RETENTION_DAYS", 1, 3650, unit=" of days"),
+        "30",
+        "How long a deleted task stays in the trash, restorable, before `manage.py purgetrash` removes it.",
+        "Sync",
+    ),
+    Setting(
+        "TOMBSTONE_RETENTION_DAYS",
+        _whole("TOMBSTONE_RETENTION_DAYS", 1, 3650, unit=" of days"),
+        "30",
+        "How long the change feed remembers a deletion; a feed cursor older than this is answered `410 Gone` "
+        "(the client syncs again from the start).",
+        "Sync",
+    ),
     # Serving
     Setting("HOST", _plain, "127.0.0.1", "Interface `manage.py serve` binds (its `--host` wins).", "Serving"),
     Setting("PORT", _whole("PORT", 1, 65535), "8000", "Port `manage.py serve` binds (its `--port` wins).", "Serving"),
@@ -667,6 +683,8 @@ class Settings:
     rate_limit_anonymous: Rate | None = Rate(60, 60)  # per client address, requests without a valid token
     redis_url: str | None = field(default=None, repr=False)  # None: rate limits counted in memory, per process
     redis_key_prefix: str = DEFAULT_REDIS_KEY_PREFIX
+    trash_retention_days: int = 30
+    tombstone_retention_days: int = 30
     host: str = "127.0.0.1"
     port: int = 8000
     web_concurrency: int = 1
@@ -728,6 +746,8 @@ class Settings:
             rate_limit_anonymous=v["RATE_LIMIT_ANONYMOUS"],
             redis_url=v["REDIS_URL"],
             redis_key_prefix=v["REDIS_KEY_PREFIX"],
+            trash_retention_days=v["TRASH_RETENTION_DAYS"],
+            tombstone_retention_days=v["TOMBSTONE_RETENTION_DAYS"],
             host=v["HOST"],
             port=v["PORT"],
             web_concurrency=v["WEB_CONCURRENCY"],

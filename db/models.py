@@ -8,7 +8,19 @@ from typing import Any
 
 from advanced_alchemy.base import AdvancedDeclarativeBase, CommonTableAttributes, IdentityAuditBase, orm_registry
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import JSON, Boolean, Index, Integer, SmallInteger, String, Text, false, literal_column, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    false,
+    literal_column,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -53,6 +65,9 @@ class Task(IdentityAuditBase):
         Index("ix_tasks_user_id_title_id", "user_id", "title", "id"),
         Index("ix_tasks_user_id_due_date_id", "user_id", "due_date", "id"),
         Index("ix_tasks_user_id_priority_id", "user_id", "priority", "id"),
+        # The change feed (every write, in the order the user's writes committed) and the trash.
+        Index("ix_tasks_user_id_change_seq", "user_id", "change_seq"),
+        Index("ix_tasks_user_id_deleted_at_id", "user_id", "deleted_at", "id"),
         # Ids are never reused on SQLite either, so a deleted task's URL never names a new task.
         {"sqlite_autoincrement": True},
     )
@@ -72,6 +87,40 @@ class Task(IdentityAuditBase):
     version: Mapped[int] = mapped_column(
         Integer, default=1, server_default=text("1"), onupdate=literal_column("version") + 1
     )
+    # Where the task stands in its owner's change feed: set by the database on every write (the triggers of
+    # migration 0005), never by the application; read by the change feed (``db/feed.py``).
+    change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    # Set when the task is moved to the trash; every task route sees only rows where it is NULL (``db/owned.py``).
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+
+
+class TaskFeed(CommonTableAttributes, AdvancedDeclarativeBase):
+    """One row per user who ever wrote a task: the last change sequence number handed out.
+
+    The triggers take the next number by updating this row, so the row lock orders a user's writes: a write
+    with a higher number cannot commit before one with a lower number (the change feed's gap-free guarantee).
+    """
+
+    __tablename__ = "task_feeds"
+
+    user_id: Mapped[str] = mapped_column(String(USER_ID_MAX_LENGTH), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class TaskTombstone(CommonTableAttributes, AdvancedDeclarativeBase):
+    """A task removed for good (purged from the trash): the change feed reports it as deleted until
+    ``TOMBSTONE_RETENTION_DAYS`` after its deletion."""
+
+    __tablename__ = "task_tombstones"
+    __table_args__ = (
+        Index("ix_task_tombstones_user_id_change_seq", "user_id", "change_seq"),
+        Index("ix_task_tombstones_deleted_at", "deleted_at"),  # for purging every user's old tombstones
+    )
+
+    user_id: Mapped[str] = mapped_column(String(USER_ID_MAX_LENGTH), primary_key=True)
+    task_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    deleted_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    change_seq: Mapped[int] = mapped_column(BigInteger)
 
 
 class IdempotencyKey(CommonTableAttributes, AdvancedDeclarativeBase):

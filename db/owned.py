@@ -45,7 +45,7 @@ import copy
 import functools
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from types import MappingProxyType, SimpleNamespace
-from typing import Any, ClassVar, Generic, NoReturn, Protocol, Self, TypeVar, cast
+from typing import Any, ClassVar, Generic, Literal, NoReturn, Protocol, Self, TypeVar, cast, get_args
 
 from advanced_alchemy.exceptions import NotFoundError, RepositoryError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
@@ -81,12 +81,25 @@ OWNER_PARAM = "owner_id"
 """The name of the owner parameter in every shared statement; only :meth:`OwnedRepository._values` fills it."""
 
 
+View = Literal["live", "trash", "all"]
+"""Which of an owner's rows a repository sees, when its model has a trash (``trash_attribute``)."""
+VIEWS: frozenset[str] = frozenset(get_args(View))
+
+
 class OwnerScopeError(RepositoryError):
     """An operation would reach outside the repository's owner; refused before touching the database."""
 
 
 class StaleVersionError(RepositoryError):
-    """A conditional write found the owner's row at a version other than the ones it was given."""
+    """A conditional write found the owner's row at a version other than the ones it was given.
+
+    ``current`` is the row as it is now (read in the same round trip that told stale from missing), so the
+    API can answer with the current representation.
+    """
+
+    def __init__(self, *args: Any, current: Row | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.current = current
 
 
 class PageSpec(Protocol):
@@ -168,6 +181,7 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
 
     owner_attribute: ClassVar[str] = "user_id"
     version_attribute: ClassVar[str] = "version"
+    trash_attribute: ClassVar[str | None] = None
     _queries: ClassVar[QueryCache]
     _default_statement: ClassVar[Select[Any]]
 
@@ -181,8 +195,12 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
         owner_id: str,
         session: AsyncSession | async_scoped_session[AsyncSession] | None = None,
         executor: Executor | None = None,
+        view: View = "live",
         **kwargs: Any,
     ) -> None:
+        if view not in VIEWS:
+            raise OwnerScopeError(detail=f"unknown view {view!r}")
+        self.view: View = view
         if session is None:  # the request path: statements through the executor, no ORM session at all
             if executor is None:
                 raise TypeError("an owned repository needs a session, an executor, or both")
@@ -233,6 +251,10 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
         if shared:
             owner = bindparam(OWNER_PARAM, type_=self._table.c[self.owner_attribute].type, required=True)
         scoped: StatementT = statement.where(self.owner_column == owner)  # type: ignore[attr-defined]
+        if self.trash_attribute is not None and self.view != "all":
+            trashed: ColumnElement[Any] = getattr(self.model_type, self.trash_attribute)
+            in_view = trashed.is_(None) if self.view == "live" else trashed.is_not(None)
+            scoped = scoped.where(in_view)  # type: ignore[attr-defined]
         return scoped
 
     def _get_base_stmt(  # type: ignore[override]  # AA declares it static; the scope needs the owner.
@@ -268,6 +290,14 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
 
     # -- the request path: shared statements through the executor ------------------------------------------
 
+    def in_view(self, view: View) -> Self:
+        """This owner's repository seeing ``view`` of the rows: ``live`` ones, the ``trash``, or ``all``."""
+        if view not in VIEWS:
+            raise OwnerScopeError(detail=f"unknown view {view!r}")
+        seeing = copy.copy(self)
+        seeing.view = view
+        return seeing
+
     def bound_to(self, executor: Executor) -> Self:
         """This owner's repository running its statements through ``executor`` (a transaction, say)."""
         bound = copy.copy(self)
@@ -284,7 +314,7 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
         return {**values, OWNER_PARAM: self.owner_id}
 
     def _query(self, shape: Hashable, build: Callable[[], Any]) -> Query:
-        return self._queries.get(shape, build)
+        return self._queries.get((self.view, shape), build)  # the view is part of every statement's WHERE
 
     def _key_param(self) -> Any:
         [pk] = self._table.primary_key.columns
@@ -293,6 +323,17 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
     @property
     def _columns(self) -> list[Column[Any]]:
         return list(self._table.columns)
+
+    def shared_select(self, *columns: Any) -> Select[Any]:
+        """``SELECT columns`` of this view of the owner's rows, the owner a parameter: for statements built once
+        (in :meth:`run_shared`) that combine the owned rows with another owned table (the change feed)."""
+        return self._scoped(select(*columns) if columns else select(*self._columns), shared=True)
+
+    async def run_shared(
+        self, shape: Hashable, build: Callable[[], Any], values: Mapping[str, Any], *, read_only: bool = False
+    ) -> list[Row]:
+        """Run the statement ``build`` makes (once per ``shape`` and view) with ``values`` and this owner."""
+        return await self._executor().fetch(self._query(shape, build), self._values(values), read_only=read_only)
 
     async def page(self, spec: PageSpec, *, limit: int) -> tuple[list[Row], int]:
         """One page of this owner's rows and how many match the filters in all, in one round trip.
@@ -398,9 +439,7 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
         executor = self._executor()
         row = await executor.fetchrow(self._query(shape, build), self._values({**call, "_key": item_id}))
         if row is None:
-            if wanted is not None and await self._exists(item_id):
-                raise StaleVersionError(detail="the row has changed since the expected version")
-            raise NotFoundError(detail="No item found when one was expected")
+            raise self._stale_or_missing(await self._current(item_id) if wanted is not None else None, True)
         return row
 
     async def delete_one(self, item_id: Any, *, versions: Collection[int] | None = None) -> None:
@@ -421,17 +460,20 @@ class OwnedRepository(SQLAlchemyAsyncRepository[ModelT]):
         values = self._values({"_key": item_id} | _version_values(wanted))
         if await self._executor().fetchrow(self._query(("delete", _count(wanted)), build), values) is not None:
             return
-        if wanted is not None and await self._exists(item_id):
-            raise StaleVersionError(detail="the row has changed since the expected version")
-        raise NotFoundError(detail="No item found when one was expected")
+        raise self._stale_or_missing(await self._current(item_id) if wanted is not None else None, True)
 
-    async def _exists(self, item_id: Any) -> bool:
+    async def _current(self, item_id: Any) -> Row | None:
         # Asked only after a conditional write changed nothing: is the row gone (404) or elsewhere (412)?
+        # The row itself comes along, so that a 412 can show the client what it is now.
         def build() -> Any:
-            return self._scoped(select(self.version_column), shared=True).where(self._key_param())
+            return self._scoped(select(*self._columns), shared=True).where(self._key_param())
 
-        row = await self._executor().fetchrow(self._query(("exists",), build), self._values({"_key": item_id}))
-        return row is not None
+        return await self._executor().fetchrow(self._query(("get",), build), self._values({"_key": item_id}))
+
+    def _stale_or_missing(self, current: Row | None, conditional: bool) -> RepositoryError:
+        if conditional and current is not None:
+            return StaleVersionError(detail="the row has changed since the expected version", current=current)
+        return NotFoundError(detail="No item found when one was expected")
 
     # -- writes that take rows from the caller -------------------------------------------------------------
 

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any
+
+from db.database import Row
 from db.models import Task
 from db.owned import OwnedRepository
 
 
 class TaskRepository(OwnedRepository[Task]):
-    """One user's tasks."""
+    """One user's tasks. A deleted task goes to the trash (``deleted_at`` set): the default view sees only
+    live tasks, ``in_view("trash")`` only the trash, ``in_view("all")`` both (the change feed)."""
 
     model_type = Task
+    trash_attribute = "deleted_at"
+
+    async def trash(self, task_id: Any, *, now: datetime, versions: Collection[int] | None = None) -> Row:
+        """Move one live task to the trash (one ``UPDATE``); 404/412 as :meth:`update_values`."""
+        return await self.in_view("live").update_values(task_id, {"deleted_at": now}, versions=versions)
+
+    async def restore(self, task_id: Any, *, versions: Collection[int] | None = None) -> Row:
+        """Bring one task back from the trash with its id (one ``UPDATE``); ``NotFoundError`` if not there."""
+        return await self.in_view("trash").update_values(task_id, {"deleted_at": None}, versions=versions)
+
+    async def purge(self, task_id: Any) -> None:
+        """Delete one trashed task for good (one ``DELETE``; the database leaves a tombstone for the feed)."""
+        await self.in_view("trash").delete_one(task_id)

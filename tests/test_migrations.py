@@ -64,7 +64,7 @@ async def _pending(url: str) -> list[str]:
 
 
 def test_up_from_empty_down_to_base_and_up_again(empty_database: str) -> None:
-    assert asyncio.run(_pending(empty_database)) == ["0001", "0002", "0003", "0004"]
+    assert asyncio.run(_pending(empty_database)) == ["0001", "0002", "0003", "0004", "0005"]
 
     upgrade(empty_database)
     tables, indexes, heads, diff = _inspect(empty_database)

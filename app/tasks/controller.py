@@ -6,6 +6,7 @@ commits a transaction)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any, TypeVar, cast
 from urllib.parse import parse_qsl, quote, urlencode
@@ -21,9 +22,9 @@ from app.access import BEARER
 from app.openapi import BEARER_SCHEME, problem_responses
 from app.ratelimit.plugin import RATE_LIMIT_HEADERS
 from app.tasks import list_request as listed
+from app.tasks.cursors import InvalidCursorError
 from app.tasks.etags import etag, if_match_versions
 from app.tasks.idempotency import Created, IdempotencyKeyHeader, create_once
-from app.tasks.listing import InvalidCursorError
 from app.tasks.openapi import (
     ETAG_HEADER,
     CreateTaskOperation,
@@ -190,7 +191,7 @@ class TaskController(Controller):
         """Create a task; ``Location`` names it."""
         if idempotency_key is None:
             task = await tasks.insert_row(data.values())
-            return _task_response(task, status_code=201, headers={"Location": task_location(request, task)})
+            return task_response(task, status_code=201, headers={"Location": task_location(request, task)})
 
         async def create(transaction: Executor) -> Created:
             task = await tasks.bound_to(transaction).insert_row(data.values())
@@ -210,7 +211,7 @@ class TaskController(Controller):
     )
     async def get_task(self, tasks: Tasks, task_id: TaskId) -> Response[TaskRead]:
         """One task."""
-        return _task_response(await tasks.get_row(task_id))
+        return task_response(await tasks.get_row(task_id))
 
     @put(
         "/{task_id:str}",
@@ -256,12 +257,16 @@ class TaskController(Controller):
     @delete(
         "/{task_id:str}",
         summary="Delete a task",
+        description=(
+            "The task leaves every task route (404) and goes to the trash, where it can be restored for "
+            "`TRASH_RETENTION_DAYS` (30 by default); followers of the change feed see it in `deleted`."
+        ),
         status_code=204,
         responses=problem_responses(400, 401, 403, 404, 412),
     )
     async def delete_task(self, tasks: Tasks, task_id: TaskId, if_match: IfMatch = None) -> None:
-        """Delete a task."""
-        await tasks.delete_one(task_id, versions=_versions(if_match, task_id))
+        """Move a task to the trash."""
+        await tasks.trash(task_id, now=datetime.now(UTC), versions=_versions(if_match, task_id))
 
 
 def _query_invalid(field: str, message: str, source: str = "query") -> InvalidRequestError:
@@ -284,11 +289,11 @@ def _with_cursor(request: Request[Any, Any, Any], cursor: str) -> str:
     return f"{path}?{urlencode([*params, ('cursor', cursor)])}"
 
 
-def _task_response(task: Row, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[TaskRead]:
+def task_response(task: Row, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[TaskRead]:
     """One task as the body, its ``ETag`` as a header."""
     return Response(TaskRead.from_row(task), status_code=status_code, headers={**(headers or {}), "ETag": etag(task)})
 
 
 async def _update(tasks: Tasks, task_id: int, values: dict[str, object], if_match: str | None) -> Response[TaskRead]:
     versions = _versions(if_match, task_id)
-    return _task_response(await tasks.update_values(task_id, values, versions=versions))
+    return task_response(await tasks.update_values(task_id, values, versions=versions))

@@ -12,7 +12,6 @@ and compiled once and a request only supplies :meth:`ListQuery.values`.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 from collections.abc import Hashable, Mapping
@@ -20,10 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-import msgspec
 from sqlalchemy import ColumnElement, and_, bindparam, or_
 from sqlalchemy.orm import InstrumentedAttribute
 
+from app.tasks.cursors import InvalidCursorError, encode, seal, unseal
 from db.dialect_sql import ContainsAll, FoldedLike
 from db.models import Priority, Task
 
@@ -46,12 +45,6 @@ DEFAULT_ORDER: dict[str, SortOrder] = {
     "due_date": "asc",
     "priority": "desc",
 }
-_SIGNATURE_BYTES = 16
-_encode = msgspec.json.Encoder().encode  # compact JSON, UTF-8 as is
-
-
-class InvalidCursorError(ValueError):
-    """The cursor is malformed, forged, or was issued for another list."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,30 +172,20 @@ class ListQuery:
             self.sort,
             self.direction,
         ]
-        return hashlib.sha256(_encode(key)).hexdigest()[:32]
+        return hashlib.sha256(encode(key)).hexdigest()[:32]
 
     def cursor_after(self, row: Mapping[str, Any], key: bytes) -> str:
         """An opaque cursor for the page that follows ``row`` (a mapping of the task's columns)."""
         value = row[SORT_COLUMNS[self.sort].key]
         if isinstance(value, datetime):
             value = value.isoformat()
-        payload = _encode([self._fingerprint(), value, row["id"]])
-        signature = hmac.new(key, payload, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
-        return base64.urlsafe_b64encode(signature + payload).decode().rstrip("=")
+        return seal([self._fingerprint(), value, row["id"]], key)
 
     def read_cursor(self, cursor: str, key: bytes) -> tuple[Any, int]:
         """The (sort value, id) a cursor points after; :class:`InvalidCursorError` if it is not for this list."""
         try:
-            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        except ValueError:
-            raise InvalidCursorError("the cursor is malformed") from None
-        signature, payload = raw[:_SIGNATURE_BYTES], raw[_SIGNATURE_BYTES:]
-        expected = hmac.new(key, payload, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
-        if len(signature) != _SIGNATURE_BYTES or not hmac.compare_digest(signature, expected):
-            raise InvalidCursorError("the cursor is malformed")
-        try:
-            fingerprint, value, task_id = msgspec.json.decode(payload)
-        except (msgspec.DecodeError, ValueError, TypeError):  # signed by us, so never, but never a 500 either
+            fingerprint, value, task_id = unseal(cursor, key)
+        except (ValueError, TypeError):  # signed by us, so never, but never a 500 either
             raise InvalidCursorError("the cursor is malformed") from None
         if fingerprint != self._fingerprint():
             raise InvalidCursorError("the cursor belongs to a different list (other filters, sort or user)")

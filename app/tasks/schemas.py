@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal, cast
 
+import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from app.tasks.text_classes import BLANK, INVISIBLE_CATEGORIES, SPACE, Ranges
@@ -284,6 +285,33 @@ class TaskRead(Struct, kw_only=True):
             created_at=row["created_at"],
             updated_at=row["updated_at"],
         )
+
+
+class TrashedTaskRead(TaskRead, kw_only=True):
+    """A task in the trash: the task as it was, and when it was deleted."""
+
+    deleted_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> TrashedTaskRead:
+        """Copy the public fields of a trashed task."""
+        return cls(**msgspec.structs.asdict(TaskRead.from_row(row)), deleted_at=row["deleted_at"])
+
+
+class DeletedTask(Struct, kw_only=True):
+    """A task the client should drop: moved to the trash or deleted for good."""
+
+    id: int
+    deleted_at: datetime
+
+
+class Changes(Struct, kw_only=True):
+    """One page of the change feed."""
+
+    tasks: list[TaskRead]
+    deleted: list[DeletedTask]
+    cursor: str
+    has_more: bool
 
 
 _PRIORITY_NAMES: dict[int, PriorityName] = {p.value: cast("PriorityName", p.name) for p in Priority}

@@ -16,6 +16,7 @@ from config.logging import uvicorn_log_config
 from config.settings import Settings, SettingsError, get_settings
 from db.database import open_database
 from db.engine import create_engine
+from db.feed import purge_every_users_old_tombstones, purge_every_users_old_trash
 from db.idempotency import purge_every_users_expired_keys
 from db.schema_migrations import make_migration, pending_revisions, upgrade
 from db.url import translate_database_url
@@ -231,3 +232,33 @@ def purgekeys() -> None:
         click.secho(f"error: purging keys in {database} failed: {type(exc).__name__}", err=True, fg="red")
         sys.exit(1)
     click.echo(f"Deleted {count} expired idempotency key(s).")
+
+
+async def _purge_trash(settings: Settings) -> tuple[int, int]:
+    now = datetime.now(UTC)
+    database = open_database(settings.database_url, settings.db_options, pooler=settings.database_pooler)
+    try:  # two autocommitted statements: the trash first, so its tombstones are judged by their own age
+        trash = await purge_every_users_old_trash(database, before=now - timedelta(days=settings.trash_retention_days))
+        tombstones = await purge_every_users_old_tombstones(
+            database, before=now - timedelta(days=settings.tombstone_retention_days)
+        )
+        return trash, tombstones
+    finally:
+        await database.close()
+
+
+@cli.command()
+def purgetrash() -> None:
+    """Purge the trash and old deletions past their retention.
+
+    Deletes tasks that have been in the trash longer than TRASH_RETENTION_DAYS. A purged task leaves a tombstone, so devices following the change feed still learn of it; tombstones
+    older than TOMBSTONE_RETENTION_DAYS go too. Run it daily (from cron, say).
+    """
+    settings = load_settings()
+    database = translate_database_url(settings.database_url).render()
+    try:
+        trash, tombstones = asyncio.run(_purge_trash(settings))
+    except Exception as exc:
+        click.secho(f"error: purging the trash in {database} failed: {type(exc).__name__}", err=True, fg="red")
+        sys.exit(1)
+    click.echo(f"Deleted {trash} task(s) from the trash and forgot {tombstones} old deletion(s).")

@@ -16,7 +16,7 @@ import jwt
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ("check", "createtoken", "makemigrations", "migrate", "serve")
+COMMANDS = ("check", "createtoken", "makemigrations", "migrate", "purgekeys", "purgetrash", "serve")
 
 
 def manage(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -106,7 +106,7 @@ def test_fresh_clone_check_migrate_check(fresh_env: dict[str, str]) -> None:
     assert before.returncode == 1
     assert "settings: ok" in before.stdout
     assert "database: ok" in before.stdout
-    assert "4 pending (0001, 0002, 0003, 0004)" in before.stderr
+    assert "5 pending (0001, 0002, 0003, 0004, 0005)" in before.stderr
 
     migrated = manage("migrate", env=fresh_env)
     assert migrated.returncode == 0, migrated.stderr
@@ -307,7 +307,7 @@ def test_serve_warns_about_pending_migrations(fresh_env: dict[str, str], server_
     server = server_factory(fresh_env)
     server.wait_until_healthy()
     output = server.stop()
-    assert "warning: 4 migration(s) not applied (0001, 0002, 0003, 0004); run `python manage.py migrate`" in output
+    assert "warning: 5 migration(s) not applied (0001, 0002, 0003, 0004, 0005); run `python manage.py migrate`" in output
 
 
 def test_serve_with_two_workers_shares_one_development_secret(

@@ -12,6 +12,7 @@ import inspect
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
@@ -30,7 +31,8 @@ from db.repositories import TaskRepository
 
 @dataclass
 class World:
-    """Alice owns two tasks, mallory one; ``mallory`` is the repository under attack.
+    """Alice owns two tasks and one in the trash, mallory one and one in the trash; ``mallory`` (the live view)
+    is the repository under attack.
 
     Both repositories run Advanced Alchemy's methods through one session and the request path's methods
     through the database itself (``executor``), as the app does.
@@ -45,6 +47,7 @@ class World:
     mallory_task: int
     mallory: TaskRepository
     alice: TaskRepository
+    mallory_trashed: int  # mallory's own task in the trash: every live-view probe must not see it either
 
 
 @pytest.fixture
@@ -57,9 +60,13 @@ async def world(database_url: str, database: Database) -> AsyncIterator[World]:
         mallory = TaskRepository(owner_id=mallory_id, session=session, executor=database)
         a1 = await alice.add(Task(title="alice 1", description="private"))
         a2 = await alice.add(Task(title="alice 2"))
+        a3 = await alice.add(Task(title="alice 3, in the trash", deleted_at=datetime.now(UTC)))
         m1 = await mallory.add(Task(title="mallory 1"))
+        m2 = await mallory.add(Task(title="mallory 2, in the trash", deleted_at=datetime.now(UTC)))
         await session.commit()
-        yield World(engine, session, database, alice_id, mallory_id, [a1.id, a2.id], m1.id, mallory, alice)
+        yield World(
+            engine, session, database, alice_id, mallory_id, [a1.id, a2.id, a3.id], m1.id, mallory, alice, m2.id
+        )
         await session.rollback()
     await engine.dispose()
 
@@ -69,7 +76,7 @@ async def rows_of(engine: AsyncEngine, owner: str) -> list[tuple[Any, ...]]:
     async with engine.connect() as connection:
         result = await connection.execute(
             text(
-                "SELECT id, user_id, title, description, completed, created_at, updated_at"
+                "SELECT id, user_id, title, description, completed, created_at, updated_at, deleted_at, version"
                 " FROM tasks WHERE user_id = :owner ORDER BY id"
             ),
             {"owner": owner},
@@ -321,6 +328,64 @@ async def probe_get_or_upsert(w: World) -> None:
         await w.mallory.get_or_upsert(id=w.alice_tasks[0], title="defaced")
 
 
+async def probe_in_view(w: World) -> None:
+    trash, everything = w.mallory.in_view("trash"), w.mallory.in_view("all")
+    assert [t.id for t in await trash.list()] == [w.mallory_trashed]
+    assert sorted(t.id for t in await everything.list()) == sorted([w.mallory_task, w.mallory_trashed])
+    for view in (trash, everything):
+        assert await view.list(foreign(w)) == []
+        with pytest.raises(NotFoundError):
+            await view.get_row(w.alice_tasks[2])
+        assert await view.page(Spec("all"), limit=10) == (await view.page(Spec("all"), limit=10))
+        rows, _ = await view.page(Spec("all"), limit=10)
+        assert {r["user_id"] for r in rows} == {w.mallory_id}
+    with pytest.raises(OwnerScopeError):
+        w.mallory.in_view(cast("Any", "everything"))
+    with pytest.raises(NotFoundError):  # the live view does not see mallory's own trash
+        await w.mallory.get_row(w.mallory_trashed)
+
+
+async def probe_trash(w: World) -> None:
+    for task_id in w.alice_tasks:
+        with pytest.raises(NotFoundError):
+            await w.mallory.trash(task_id, now=datetime.now(UTC))
+    with pytest.raises(NotFoundError):  # already in the trash
+        await w.mallory.trash(w.mallory_trashed, now=datetime.now(UTC))
+
+
+async def probe_restore(w: World) -> None:
+    for task_id in w.alice_tasks:
+        with pytest.raises(NotFoundError):
+            await w.mallory.restore(task_id)
+    with pytest.raises(NotFoundError):  # not in the trash
+        await w.mallory.restore(w.mallory_task)
+
+
+async def probe_purge(w: World) -> None:
+    for task_id in w.alice_tasks:
+        with pytest.raises(NotFoundError):
+            await w.mallory.purge(task_id)
+    with pytest.raises(NotFoundError):  # only what is in the trash can be purged
+        await w.mallory.purge(w.mallory_task)
+
+
+async def probe_shared_select(w: World) -> None:
+    def build() -> Any:
+        return w.mallory.shared_select().where(Task.id == bindparam("wanted"))
+
+    for task_id in w.alice_tasks:
+        assert await w.mallory.run_shared(("probe", "shared"), build, {"wanted": task_id}) == []
+    # A caller's value for the owner parameter cannot replace the owner.
+    spoofed = {"wanted": w.alice_tasks[0], "owner_id": w.alice_id}
+    assert await w.mallory.run_shared(("probe", "shared"), build, spoofed) == []
+    [row] = await w.mallory.run_shared(("probe", "shared"), build, {"wanted": w.mallory_task})
+    assert row["user_id"] == w.mallory_id
+
+
+async def probe_run_shared(w: World) -> None:
+    await probe_shared_select(w)
+
+
 PROBES: dict[str, Probe] = {
     name.removeprefix("probe_"): probe for name, probe in globals().items() if name.startswith("probe_")
 }
@@ -350,7 +415,7 @@ def test_every_public_method_is_probed() -> None:
 @pytest.mark.parametrize("method", sorted(PROBES))
 async def test_method_cannot_reach_another_owner(world: World, method: str) -> None:
     before = await rows_of(world.engine, world.alice_id)
-    assert len(before) == 2
+    assert len(before) == 3  # two live tasks and one in the trash
 
     await PROBES[method](world)
     await world.session.commit()  # whatever the probe did is now stored
@@ -370,18 +435,27 @@ async def test_owner_reaches_own_rows(world: World) -> None:
     assert bulk.title == "renamed"
     await world.alice.delete(world.alice_tasks[1])
     await world.session.commit()
-    assert [(row[0], row[2], row[4]) for row in await rows_of(world.engine, world.alice_id)] == [
-        (first, "renamed", True)
+    assert [(row[0], row[2], bool(row[4])) for row in await rows_of(world.engine, world.alice_id)] == [
+        (first, "renamed", True),
+        (world.alice_tasks[2], "alice 3, in the trash", False),  # the trash is not the live view's to touch
     ]
+    restored = await world.alice.restore(world.alice_tasks[2])
+    assert restored["deleted_at"] is None
+    trashed = await world.alice.trash(first, now=datetime.now(UTC))
+    assert trashed["deleted_at"] is not None
+    await world.alice.purge(first)
+    assert [row[0] for row in await rows_of(world.engine, world.alice_id)] == [world.alice_tasks[2]]
 
 
 async def test_conditional_writes_check_the_version_in_the_statement(world: World) -> None:
     """``versions=`` makes a write happen only at those versions; every write adds one to the version."""
-    first, second = world.alice_tasks
+    first, second, _ = world.alice_tasks
     updated = await world.alice.update_values(first, {"title": "v2"}, versions=[1])
     assert updated["version"] == 2
-    with pytest.raises(StaleVersionError):
+    with pytest.raises(StaleVersionError) as stale:
         await world.alice.update_values(first, {"title": "lost"}, versions=[1])
+    assert stale.value.current is not None  # the row as it is now, for the 412's body
+    assert (stale.value.current["title"], stale.value.current["version"]) == ("v2", 2)
     assert (await world.alice.update_values(first, {"title": "v3"}, versions=[5, 2]))["version"] == 3
     assert (await world.alice.update_values(first, {"title": "v4"}))["version"] == 4  # unconditional
     with pytest.raises(StaleVersionError):
@@ -392,7 +466,7 @@ async def test_conditional_writes_check_the_version_in_the_statement(world: Worl
     with pytest.raises(NotFoundError):  # gone: not found, whatever the versions
         await world.alice.delete_one(second, versions=[1])
     await world.session.commit()
-    assert [(row[0], row[2]) for row in await rows_of(world.engine, world.alice_id)] == [(first, "v4")]
+    assert [(row[0], row[2]) for row in await rows_of(world.engine, world.alice_id)][:1] == [(first, "v4")]
 
 
 async def test_every_kind_of_update_adds_one_to_the_version(world: World) -> None:

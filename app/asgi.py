@@ -19,6 +19,7 @@ from app.health import HealthController
 from app.openapi import docs_page, openapi_config
 from app.ratelimit.plugin import RateLimitPlugin
 from app.requests import ApiRequest
+from app.tasks.batch import BatchController
 from app.tasks.controller import TaskController
 from app.tasks.listing import cursor_key
 from app.tasks.sync import SyncController
@@ -80,7 +81,7 @@ def build_app(settings: Settings) -> Litestar:
         else None
     )
     return EdgeApp(
-        route_handlers=[TaskController, SyncController, HealthController, docs_page],
+        route_handlers=[TaskController, SyncController, BatchController, HealthController, docs_page],
         # Authentication, rate limits and the path owner, in one hook (app/access.py); the headers every
         # response gets, in one wrapper (app/edge.py). No middleware: each would add a layer to every request.
         before_request=control_access,

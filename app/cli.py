@@ -251,8 +251,9 @@ async def _purge_trash(settings: Settings) -> tuple[int, int]:
 def purgetrash() -> None:
     """Purge the trash and old deletions past their retention.
 
-    Deletes tasks that have been in the trash longer than TRASH_RETENTION_DAYS. A purged task leaves a tombstone, so devices following the change feed still learn of it; tombstones
-    older than TOMBSTONE_RETENTION_DAYS go too. Run it daily (from cron, say).
+    Deletes tasks that have been in the trash longer than TRASH_RETENTION_DAYS. A purged task leaves a
+    tombstone, so devices following the change feed still learn of it; tombstones older than
+    TOMBSTONE_RETENTION_DAYS go too. Run it daily (from cron, say).
     """
     settings = load_settings()
     database = translate_database_url(settings.database_url).render()

@@ -129,11 +129,21 @@ def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Resp
 
 def handle_invalid_request(_: Request[Any, Any, Any], exc: InvalidRequestError) -> Response[ProblemDetail]:
     """Bad input our own validation found (app/validation.py): every bad value, in one 400."""
+    return invalid_request_problem(exc)
+
+
+def invalid_request_problem(exc: InvalidRequestError) -> Response[ProblemDetail]:
+    """The 400 for bad input (also each bad operation of a batch)."""
     return problem(400, _validation_detail(exc.errors, ""), errors=exc.errors)
 
 
 def handle_repository_error(_: Request[Any, Any, Any], exc: RepositoryError) -> Response[ProblemDetail]:
     """Data-layer errors: not found, conflicts, and database outages."""
+    return repository_problem(exc)
+
+
+def repository_problem(exc: RepositoryError) -> Response[ProblemDetail]:
+    """The problem for a data-layer error (also each failed operation of a batch)."""
     if isinstance(exc, NotFoundError):
         # The same answer whether the task never existed or belongs to someone else.
         return problem(404, "Task not found.")

@@ -235,9 +235,7 @@ async def test_an_expired_cursor_is_410(
     assert response.json()["type"].endswith(":cursor-expired")
 
 
-async def test_a_cursor_within_retention_is_accepted(
-    client: Client, auth: Auth, new_user: Any, app: Litestar
-) -> None:
+async def test_a_cursor_within_retention_is_accepted(client: Client, auth: Auth, new_user: Any, app: Litestar) -> None:
     user = new_user()
     recent = SyncPosition(after=0, since=None, started=datetime.now(UTC) - timedelta(days=28))
     response = await client.get(

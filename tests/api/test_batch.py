@@ -67,7 +67,7 @@ async def test_an_atomic_batch_writes_nothing_when_one_operation_fails(
 ) -> None:
     user = new_user()
     task = await _create(client, auth, user, "before")
-    body = {
+    body: dict[str, Any] = {
         "atomic": True,
         "operations": [
             {"op": "create", "ref": "n", "data": {"title": "never"}},
@@ -143,6 +143,7 @@ async def test_batch_limits(client: Client, auth: Auth, new_user: Any) -> None:
     response = await client.post(f"/api/{user}/batch", json=too_many, headers=auth(user))
     assert response.status_code == 400
     assert response.json()["errors"][0]["field"] == "operations"
+    bad: Any
     for bad in ({}, {"operations": []}, {"operations": [{"op": "explode"}]}, {"operations": 1}, [1]):
         response = await client.post(f"/api/{user}/batch", json=bad, headers=auth(user))
         assert response.status_code == 400, bad

@@ -1,5 +1,8 @@
 """Does the time of a list grow with the table? Time the app's own list query at two table sizes.
 
+The change feed is timed the same way: the first page of an initial sync (``feed: initial``) and a page of
+the last 20 changes after a cursor (``feed: after cursor``), through ``db.feed.changes``.
+
 Both databases hold users with the same number of tasks each (seed them with ``bench.seed``: for example
 100 users x 100 tasks = 10k, and 10,000 users x 100 tasks = 1M). For each list variant this calls
 ``TaskRepository.page()`` (the statement the list route runs, with the owner condition) for the same
@@ -27,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.tasks.listing import ListQuery
 from config.settings import DatabaseLimits
 from db.database import open_database
+from db.feed import changes, last_seq
 from db.models import Task
 from db.repositories import TaskRepository
 
@@ -45,6 +49,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "sort=updated": {"sort": "updated"},
 }
 
+FEED_VARIANTS = ("feed: initial", "feed: after cursor")
+
 
 async def time_lists(url: str, users: int, rounds: int) -> dict[str, float]:
     """Median milliseconds of one page (with its total) per variant, over ``users`` users x ``rounds``."""
@@ -54,8 +60,19 @@ async def time_lists(url: str, users: int, rounds: int) -> dict[str, float]:
             owners = list((await session.scalars(select(Task.user_id).distinct().limit(users * 4))).all())
         chosen = random.Random(7).sample(owners, min(users, len(owners)))  # noqa: S311 - a sample, not a secret
         medians: dict[str, float] = {}
-        for name, options in VARIANTS.items():
+        for name in FEED_VARIANTS:
             samples: list[float] = []
+            for _ in range(rounds):
+                for owner in chosen:
+                    tasks = TaskRepository(owner_id=owner, executor=database)
+                    last = await last_seq(tasks)
+                    after, since = (0, last) if name == "feed: initial" else (max(last - LIMIT, 0), None)
+                    started = time.perf_counter()
+                    await changes(tasks, after=after, since=since, limit=LIMIT + 1)
+                    samples.append((time.perf_counter() - started) * 1000)
+            medians[name] = statistics.median(samples)
+        for name, options in VARIANTS.items():
+            samples = []
             for _ in range(rounds):
                 for owner in chosen:
                     query = ListQuery(owner=owner, **options)  # type: ignore[arg-type]
@@ -82,7 +99,7 @@ async def main() -> int:
     worst = 0.0
     print("| variant | small table ms | large table ms | large / small |")
     print("|---|---:|---:|---:|")
-    for name in VARIANTS:
+    for name in [*FEED_VARIANTS, *VARIANTS]:
         ratio = large[name] / small[name]
         worst = max(worst, ratio)
         print(f"| {name} | {small[name]:.3f} | {large[name]:.3f} | {ratio:.2f} |")

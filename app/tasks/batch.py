@@ -37,7 +37,7 @@ MAX_REF_LENGTH = 100
 Operation = Literal["create", "update", "complete", "delete", "restore"]
 
 
-class BatchOperation(Struct, kw_only=True, forbid_unknown_fields=True):
+class BatchOperation(Struct, kw_only=True):
     """One write: ``op`` on the task named by ``id`` or ``ref`` (``create`` gives its new task a ``ref``)."""
 
     op: Operation
@@ -47,7 +47,7 @@ class BatchOperation(Struct, kw_only=True, forbid_unknown_fields=True):
     data: dict[str, Any] | None = None
 
 
-class BatchRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+class BatchRequest(Struct, kw_only=True):
     """The body of ``POST /api/{user_id}/batch``."""
 
     operations: Annotated[list[BatchOperation], Meta(min_length=1, max_length=MAX_OPERATIONS)]

@@ -4,8 +4,9 @@
 --
 -- DATA is a Lua file (written by bench/run.py) returning
 --   { users = {"id", ...}, tokens = {"jwt", ...}, tasks = {{id, id, ...}, ...} }
--- WORKLOAD is list | get | create | update | mix.
+-- WORKLOAD is list | get | create | update | mix | feed.
 --   list    GET    /api/{u}/tasks?limit=20
+--   feed    GET    /api/{u}/changes?limit=20       (the first page of an initial sync; ours only)
 --   get     GET    /api/{u}/tasks/{id}
 --   create  POST   /api/{u}/tasks
 --   update  PATCH  /api/{u}/tasks/{id}            {"title": ...}
@@ -70,6 +71,10 @@ local function list(i)
    return wrk.format("GET", base(i) .. "?limit=20", auth[i])
 end
 
+local function feed(i)
+   return wrk.format("GET", "/api/" .. users[i] .. "/changes?limit=20", auth[i])
+end
+
 local function get(i)
    return wrk.format("GET", base(i) .. "/" .. seeded_task(i), auth[i])
 end
@@ -104,7 +109,7 @@ local function mix(i)
    return complete_or_delete(i)
 end
 
-local workloads = { list = list, get = get, create = create, update = update, mix = mix }
+local workloads = { list = list, get = get, create = create, update = update, mix = mix, feed = feed }
 
 function request()
    return workloads[workload](math.random(nusers))

@@ -64,7 +64,7 @@ async def create_once(
     """Run ``create`` at most once per key, or replay what it answered before.
 
     The key, whatever ``create`` writes through the executor it is given, and the stored response commit
-    together in one transaction (the only place a request commits more than one statement).
+    together in one transaction (with the atomic batch, the only places a request commits more than one statement).
     """
     fingerprint = request_hash(body)
     created: Created | None = None

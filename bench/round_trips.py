@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -166,6 +167,14 @@ def measure_round_trips(
                 location: str = headers["Location"]
                 return location
 
+            feed = f"/api/{user}/changes"
+
+            def feed_after_cursor(_: str) -> tuple[int, Any, bytes]:
+                first = _call(base, "GET", feed, token)  # an initial sync: where it begins, then a page
+                cursor = json.loads(first[2])["cursor"]
+                proxy.take()  # not the request under test
+                return _call(base, "GET", f"{feed}?cursor={cursor}", token)
+
             routes: dict[str, Callable[[str], tuple[int, Any, bytes]]] = {
                 "GET list (20 of a user's tasks)": lambda _: _call(base, "GET", tasks + "?limit=20", token),
                 "GET one": lambda task: _call(base, "GET", task, token),
@@ -173,7 +182,8 @@ def measure_round_trips(
                 "PUT": lambda task: _call(base, "PUT", task, token, b'{"title": "put"}'),
                 "PATCH": lambda task: _call(base, "PATCH", task, token, b'{"title": "patched"}'),
                 "PATCH /complete (toggle)": lambda task: _call(base, "PATCH", task + "/complete", token),
-                "DELETE": lambda task: _call(base, "DELETE", task, token),
+                "DELETE (to the trash)": lambda task: _call(base, "DELETE", task, token),
+                "GET changes (after a cursor)": feed_after_cursor,
                 "POST create with Idempotency-Key": lambda _: _call(
                     base, "POST", tasks, token, create_body, **{"Idempotency-Key": os.urandom(8).hex()}
                 ),

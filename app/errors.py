@@ -298,7 +298,22 @@ def handle_signing_keys_unavailable(
     )
 
 
+class ProblemAnswerError(Exception):
+    """A route's own problem answer (a 410 for an expired cursor, a 409 for a failed atomic batch), raised so
+    that the route's declared return type stays its success body (and its OpenAPI schema)."""
+
+    def __init__(self, response: Response[ProblemDetail]) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def handle_problem_answer(_: Request[Any, Any, Any], exc: ProblemAnswerError) -> Response[ProblemDetail]:
+    """The problem the route built."""
+    return exc.response
+
+
 exception_handlers: ExceptionHandlersMap = {
+    ProblemAnswerError: handle_problem_answer,
     HTTPException: handle_http_exception,
     InvalidRequestError: handle_invalid_request,
     RepositoryError: handle_repository_error,

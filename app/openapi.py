@@ -25,8 +25,12 @@ _DESCRIPTIONS = {
     401: "Missing, malformed, expired or forged token (carries `WWW-Authenticate: Bearer`).",
     403: "The token is valid but its user is not the `{user_id}` in the path.",
     404: "No such task for this user (also when the task belongs to someone else).",
-    409: "A request with this `Idempotency-Key` is still in progress (carries `Retry-After`); retry shortly.",
-    412: "`If-Match` names none of the task's current ETag: it changed since it was read. Nothing was changed.",
+    409: "A request with this `Idempotency-Key` is still in progress (carries `Retry-After`); retry shortly. On "
+    "`/batch`, also: an operation of an atomic batch failed and nothing was written (`errors` names it).",
+    410: "The change-feed cursor is older than the deletions the server remembers (`…:cursor-expired`): sync "
+    "again without a cursor.",
+    412: "`If-Match` names none of the task's current ETag: it changed since it was read. Nothing was changed; "
+    "`task` is the task as it is now and `ETag` its tag.",
     422: "This `Idempotency-Key` was already used with a different body within 24 hours; nothing was created.",
     429: "Over the rate limit (per token user; per client address without a valid token); retry after "
     "`Retry-After` seconds.",

@@ -20,7 +20,7 @@ from litestar.params import JSONBody
 from msgspec import Meta, Struct
 
 from app.access import BEARER
-from app.errors import ProblemDetail, invalid_request_problem, problem, repository_problem
+from app.errors import ProblemAnswerError, ProblemDetail, invalid_request_problem, problem, repository_problem
 from app.openapi import BEARER_SCHEME, problem_responses
 from app.ratelimit.plugin import RATE_LIMIT_HEADERS
 from app.tasks.controller import MAX_TASK_ID, TOGGLE_COMPLETED, Tasks, provide_tasks
@@ -200,7 +200,7 @@ class BatchController(Controller):
         tasks: Tasks,
         data: JSONBody[BatchRequest],
         idempotency_key: IdempotencyKeyHeader = None,
-    ) -> Response[BatchResponse] | Response[ProblemDetail]:
+    ) -> Response[BatchResponse]:
         """Run a batch."""
         database: Database = request.app.state.database
 
@@ -218,7 +218,7 @@ class BatchController(Controller):
                 results = await run_batch(tasks.bound_to(transaction), data)
             return Response(BatchResponse(results=results))
         except _BatchFailedError as failed:
-            return _atomic_failure(failed)
+            raise ProblemAnswerError(_atomic_failure(failed)) from None
 
 
 def _atomic_failure(failed: _BatchFailedError) -> Response[ProblemDetail]:

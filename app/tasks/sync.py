@@ -25,7 +25,7 @@ from litestar.params import Parameter
 from sqlalchemy import and_, bindparam, or_
 
 from app.access import BEARER
-from app.errors import ProblemDetail, problem
+from app.errors import ProblemAnswerError, problem
 from app.openapi import BEARER_SCHEME, problem_responses
 from app.ratelimit.plugin import RATE_LIMIT_HEADERS
 from app.tasks.controller import TaskId, Tasks, provide_tasks, task_response
@@ -120,7 +120,7 @@ class SyncController(Controller):
         tasks: Tasks,
         cursor: FeedCursor = None,
         limit: FeedLimit = DEFAULT_FEED_PAGE,
-    ) -> Response[Changes] | Response[ProblemDetail]:
+    ) -> Response[Changes]:
         """A page of the change feed."""
         key: bytes = request.app.state.cursor_key
         settings: Settings = request.app.state.settings
@@ -133,11 +133,13 @@ class SyncController(Controller):
             except InvalidCursorError as exc:
                 raise InvalidRequestError.one("cursor", str(exc), "query") from None
             if position.started < now - timedelta(days=settings.tombstone_retention_days) + CLOCK_MARGIN:
-                return problem(
-                    410,
-                    "This cursor is older than the deletions the server remembers: drop it and sync again "
-                    "without a cursor.",
-                    slug="cursor-expired",
+                raise ProblemAnswerError(
+                    problem(
+                        410,
+                        "This cursor is older than the deletions the server remembers: drop it and sync again "
+                        "without a cursor.",
+                        slug="cursor-expired",
+                    )
                 )
         page = await changes(tasks, after=position.after, since=position.since, limit=limit + 1)
         has_more = len(page) > limit

@@ -153,7 +153,7 @@ async def test_a_stale_write_answers_412_with_the_current_task(client: Client, a
     assert stale_delete.json()["task"]["title"] == "v2"
 
 
-async def test_two_devices_stay_equal_to_the_server(client: Client, auth: Auth, new_user: Any) -> None:
+async def test_two_devices_stay_equal_to_the_server(client: Client, auth: Auth, new_user: Any, app: Litestar) -> None:
     user = new_user()
     phone, laptop = Device(client, auth, user), Device(client, auth, user, page=3)
     tasks = [await _create(client, auth, user, f"task {i}") for i in range(5)]
@@ -177,6 +177,29 @@ async def test_two_devices_stay_equal_to_the_server(client: Client, auth: Auth, 
     assert phone.tasks == server
     assert laptop.tasks == server
     assert server[tasks[0]["id"]]["title"] == "renamed"
+
+    # A batch from the laptop, then the phone comes back with a cursor that has expired: 410, and it syncs
+    # again from the start, as the docs say, dropping what it held.
+    batch = {
+        "atomic": True,
+        "operations": [
+            {"op": "create", "ref": "b", "data": {"title": "from a batch"}},
+            {"op": "complete", "ref": "b"},
+            {"op": "delete", "id": tasks[0]["id"]},
+        ],
+    }
+    assert (await client.post(f"/api/{user}/batch", json=batch, headers=auth(user))).status_code == 200
+    await laptop.sync()
+    phone.cursor = SyncPosition(after=0, since=None, started=datetime.now(UTC) - timedelta(days=31)).seal(
+        user, app.state.cursor_key
+    )
+    expired = await client.get(f"/api/{user}/changes", params={"cursor": phone.cursor}, headers=auth(user))
+    assert expired.status_code == 410
+    phone.tasks, phone.cursor = {}, None
+    await phone.sync()
+    server = await _listing(client, auth, user)
+    assert phone.tasks == server
+    assert laptop.tasks == server
 
     # Nothing changed: an empty page, has_more false.
     response = await client.get(f"/api/{user}/changes", params={"cursor": phone.cursor}, headers=auth(user))

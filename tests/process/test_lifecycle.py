@@ -30,8 +30,8 @@ from config.settings import DEFAULT_SHUTDOWN_GRACE_SECONDS, Settings, SettingsEr
 from db.engine import create_engine
 from db.models import Task
 from db.schema_migrations import upgrade
-from tests.conftest import TEST_SECRET
-from tests.processes import ServeProcess, Servers, bearer, serve_env
+from tests.support.servers import ServeProcess, Servers, serve_env
+from tests.support.tokens import TEST_SECRET, bearer
 
 WAIT_SECONDS = 30  # upper bound for every condition these tests wait on (generous: only a failure waits it out)
 
@@ -45,13 +45,6 @@ def test_shutdown_grace_seconds_setting() -> None:
         assert caught.value.problems == [
             f"SHUTDOWN_GRACE_SECONDS must be a whole number of seconds from 1 to 600 (got {bad!r})"
         ]
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[Servers]:
-    tracker = Servers(tmp_path)
-    yield tracker
-    tracker.stop_all()
 
 
 def asyncpg_url(url: str) -> str:

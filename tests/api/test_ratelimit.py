@@ -38,8 +38,10 @@ from app.ratelimit.limiter import MemoryRateLimiter, gcra
 from app.ratelimit.plugin import build_rate_limits, client_key
 from app.ratelimit.redis_limiter import RedisRateLimiter, redis_location
 from config.settings import Rate, Settings, SettingsError
-from tests.conftest import IN_CI, TEST_SECRET
-from tests.test_cli import UNSET_SETTINGS, Server, free_port, manage
+from tests.support.environment import IN_CI, clean_env
+from tests.support.ports import free_port
+from tests.support.servers import ServeProcess, manage
+from tests.support.tokens import TEST_SECRET
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 PROBLEM = "application/problem+json"
@@ -522,8 +524,9 @@ async def test_limits_come_back_when_redis_does(
             await asyncio.wait_for(process.wait(), timeout=10)
 
 
+@pytest.mark.slow  # manage.py processes
 def test_check_reports_redis(redis_url: str, sqlite_database: str, tmp_path: Path) -> None:
-    env = {**os.environ, **UNSET_SETTINGS, "DATA_DIR": str(tmp_path), "DATABASE_URL": sqlite_database}
+    env = clean_env(tmp_path, DATABASE_URL=sqlite_database)
     reachable = manage("check", env={**env, "REDIS_URL": redis_url})
     assert reachable.returncode == 0, reachable.stderr
     assert f"redis: ok ({redis_location(redis_url)})" in reachable.stdout
@@ -535,24 +538,23 @@ def test_check_reports_redis(redis_url: str, sqlite_database: str, tmp_path: Pat
     assert "redis" not in manage("check", env=env).stdout  # not configured: nothing to check
 
 
+@pytest.mark.slow  # two manage.py serve processes
 def test_two_servers_share_one_budget_through_redis(
     redis_url: str, redis_prefix: str, sqlite_database: str, tmp_path: Path
 ) -> None:
     """Two real ``manage.py serve`` instances, concurrent requests to both: the limits hold exactly."""
-    env = {
-        **os.environ,
-        **UNSET_SETTINGS,
-        "DATA_DIR": str(tmp_path / "data"),
-        "DATABASE_URL": sqlite_database,
-        "BETTER_AUTH_SECRET": TEST_SECRET,
-        "RATE_LIMIT": "5/hour",  # one request back every 12 minutes: nothing refills during the test
-        "RATE_LIMIT_ANONYMOUS": "4/hour",
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": redis_prefix,
-        "LOG_LEVEL": "WARNING",
-    }
+    env = clean_env(
+        tmp_path / "data",
+        DATABASE_URL=sqlite_database,
+        BETTER_AUTH_SECRET=TEST_SECRET,
+        RATE_LIMIT="5/hour",  # one request back every 12 minutes: nothing refills during the test
+        RATE_LIMIT_ANONYMOUS="4/hour",
+        REDIS_URL=redis_url,
+        REDIS_KEY_PREFIX=redis_prefix,
+        LOG_LEVEL="WARNING",
+    )
     token = manage("createtoken", "shared-user", env=env).stdout.strip()
-    servers = [Server(env), Server(env)]
+    servers = [ServeProcess(env, tmp_path / f"serve-{n}.log") for n in range(2)]
     try:
         for server in servers:
             server.wait_until_healthy()

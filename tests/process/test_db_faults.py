@@ -1,4 +1,4 @@
-"""Database faults, for real: PostgreSQL cut off by a TCP proxy the test controls (tests/tcp_proxy.py).
+"""Database faults, for real: PostgreSQL cut off by a TCP proxy the test controls (tests/support/tcp_proxy.py).
 
 The app runs in a real uvicorn server in the test's event loop (one test also runs ``manage.py serve`` in
 its own process), and is called over real HTTP. Between it and PostgreSQL sits the proxy, which refuses,
@@ -16,10 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import socket
-import sys
 import time
 import uuid
 from collections import Counter
@@ -44,11 +41,10 @@ from config.settings import DatabaseLimits, Settings, SettingsError
 from db.database import PostgresDatabase, open_database
 from db.engine import create_engine
 from db.query import Query
-from tests.conftest import TEST_SECRET
-from tests.processes import ServeProcess, bearer, serve_env
-from tests.tcp_proxy import TcpProxy
+from tests.support.servers import ServeProcess, serve_env
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.tokens import TEST_SECRET, bearer
 
-ROOT = Path(__file__).resolve().parent.parent
 UNAVAILABLE_WITHIN = 2.0  # seconds: the issue's bound for a 503 while the database is unreachable
 RECOVERED_WITHIN = 5.0  # seconds after the database is back
 MARKER_PASSWORD = "pw-never-shown-8c1f2e"  # used when TEST_POSTGRES_URL has none (trust auth ignores it)
@@ -315,28 +311,14 @@ async def test_manage_py_serve_answers_503_while_the_database_is_away_and_recove
     proxy: TcpProxy, proxied_url: str, db_password: str, tmp_path: Path
 ) -> None:
     """The deployed shape: ``manage.py serve`` in its own process, with the default settings."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "APP_ENV": "test",
-        "DATABASE_URL": proxied_url,
-        "BETTER_AUTH_SECRET": TEST_SECRET,
-        "DATA_DIR": str(tmp_path / "data"),
-        "LOG_LEVEL": "INFO",
-        "PYTHONUNBUFFERED": "1",
-        **dict.fromkeys(("CORS_ORIGINS", "JWT_ISSUER", "JWT_AUDIENCE", "WEB_CONCURRENCY", "HOST"), ""),
-        **{name: "" for name in os.environ if name.startswith("DB_")},
-    }
+    env = serve_env(proxied_url, tmp_path / "data", LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
     log_path = tmp_path / "serve.log"
-    with log_path.open("w") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "manage.py", "serve", "--port", str(port), cwd=ROOT, env=env, stdout=log, stderr=log
-        )
+    server = ServeProcess(env, log_path)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
 
             async def healthy() -> bool:
-                assert process.returncode is None, log_path.read_text()
+                assert server.process.poll() is None, server.output()
                 with contextlib.suppress(httpx.TransportError):
                     return (await client.get("/health")).status_code == 200
                 return False
@@ -360,24 +342,10 @@ async def test_manage_py_serve_answers_503_while_the_database_is_away_and_recove
                     assert response.status_code == 200, response.text
                 assert time.monotonic() - back < RECOVERED_WITHIN
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(30):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await asyncio.to_thread(server.stop)
     output = log_path.read_text()
     assert "database unavailable" in output
     assert db_password not in output
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # -- pool exhaustion and statement timeout ---------------------------------------------------------------

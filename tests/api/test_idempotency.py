@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -38,14 +37,9 @@ from db.idempotency import (
 from db.models import IdempotencyKey, Task
 from db.owned import OwnerScopeError
 from db.repositories import TaskRepository
-from tests.conftest import TEST_SECRET
-from tests.test_api_tasks import assert_problem
-from tests.test_cli import env, fresh_env, manage
-
-__all__ = ["env", "fresh_env"]  # fixtures from test_cli, for running manage.py
-
-Client = AsyncTestClient[Litestar]
-Auth = Callable[..., dict[str, str]]
+from tests.support.http import Auth, Client, assert_problem
+from tests.support.servers import manage
+from tests.support.tokens import TEST_SECRET
 
 
 async def post(
@@ -497,6 +491,7 @@ async def test_purging_every_users_expired_keys(engine: AsyncEngine, database: D
     assert await keys_of(engine, alice) == await keys_of(engine, bob) == {"new"}
 
 
+@pytest.mark.slow  # a manage.py process
 def test_purgekeys_deletes_every_users_expired_keys(env: dict[str, str], database_url: str) -> None:
     alice, bob = f"alice-{uuid.uuid4().hex}", f"bob-{uuid.uuid4().hex}"
 

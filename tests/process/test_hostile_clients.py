@@ -28,7 +28,8 @@ import httpx
 import psutil  # type: ignore[import-untyped]  # psutil ships no type information
 import pytest
 
-from tests.processes import ServeProcess, bearer, serve_env
+from tests.support.servers import ServeProcess, serve_env
+from tests.support.tokens import bearer
 
 HEAD_TIMEOUT = 1.0
 

@@ -22,21 +22,13 @@ from app.errors import handle_unexpected
 from config.settings import DatabaseLimits, Settings, SettingsError
 from db.engine import create_engine
 from db.url import PoolerMode, pooler_connect_args, translate_database_url
-from tests.clusters import Cluster, PgBouncer, running_pgbouncer, self_signed_certificate, throwaway_cluster
-from tests.conftest import TEST_SECRET
-from tests.processes import Servers, bearer, serve_env
-from tests.test_cli import manage
+from tests.support.clusters import Cluster, PgBouncer, running_pgbouncer, self_signed_certificate, throwaway_cluster
+from tests.support.servers import Servers, manage, serve_env
+from tests.support.tokens import TEST_SECRET, bearer
 
 NEON_DIRECT = "postgresql://alex:AbC123dEf@ep-cool-darkness-123456.us-east-2.aws.neon.tech/neondb?sslmode=require"
 NEON_POOLED = NEON_DIRECT.replace("ep-cool-darkness-123456", "ep-cool-darkness-123456-pooler")
 POOLER_ARGS = {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[Servers]:
-    tracker = Servers(tmp_path)
-    yield tracker
-    tracker.stop_all()
 
 
 # --- When the pooler settings apply ---------------------------------------------------------------

@@ -23,7 +23,7 @@ from config.settings import DatabaseLimits
 from db.database import PostgresDatabase, open_database
 from db.pool import DatabaseUnavailableError, PoolExhaustedError, _LoopLagError, _unless_the_loop_lags
 from db.query import Query
-from tests.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.postgres
 

@@ -39,6 +39,7 @@ async def test_health_is_ok(client: Client) -> None:
     assert ready.json() == {"status": "ok"}
 
 
+@pytest.mark.slow  # waits out the connection retries, per database
 async def test_unreachable_database(settings: Settings, closed_port: int, auth: Auth) -> None:
     """Liveness stays up, readiness and API calls answer 503 problems with Retry-After."""
     down = replace(

@@ -115,6 +115,7 @@ def _secret_in_process(data_dir: str, barrier: object) -> str:
     return load(DATA_DIR=data_dir).signing_secret()
 
 
+@pytest.mark.slow  # six spawned Python processes
 def test_workers_racing_at_start_agree_on_one_secret(tmp_path: Path) -> None:
     workers = 6
     context = multiprocessing.get_context("spawn")

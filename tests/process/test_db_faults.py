@@ -31,13 +31,10 @@ import pytest
 import uvicorn
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.asgi import build_app
 from app.auth.tokens import issue_token
-from app.errors import _is_database_unavailable
-from config.settings import DatabaseLimits, Settings, SettingsError
+from config.settings import DatabaseLimits, Settings
 from db.database import PostgresDatabase, open_database
 from db.engine import create_engine
 from db.query import Query
@@ -521,98 +518,6 @@ async def test_a_database_that_does_not_wake_in_time_is_a_503(
         response, elapsed = await api.timed("GET", api.tasks)
         assert_unavailable(response, elapsed, db_password)
         assert proxy.rejected >= 3  # retried, with backoff, within the budget
-
-
-# -- what counts as "unavailable", and the settings ------------------------------------------------------
-
-
-def _raised(make: Callable[[], BaseException], wrap: Callable[[BaseException], BaseException]) -> BaseException:
-    """``wrap(make())`` raised from the original, as drivers and SQLAlchemy chain them."""
-    try:
-        try:
-            raise make()
-        except BaseException as inner:
-            raise wrap(inner) from inner
-    except BaseException as outer:
-        return outer
-
-
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: ConnectionRefusedError(111, "Connect call failed"),
-        lambda: ConnectionResetError(104, "Connection reset by peer"),
-        lambda: TimeoutError("timed out"),
-        lambda: asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
-        lambda: asyncpg.exceptions.TooManyConnectionsError("too many clients"),
-        lambda: asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
-        lambda: asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout"),
-        lambda: asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"),
-        lambda: asyncpg.exceptions.LockNotAvailableError("could not obtain lock"),
-        lambda: asyncpg.exceptions.InterfaceError("connection is closed"),
-        lambda: PoolTimeoutError("QueuePool limit reached"),
-        lambda: OperationalError("SELECT 1", {}, Exception("database is locked")),
-    ],
-)
-def test_transient_database_errors_count_as_unavailable(make: Callable[[], BaseException]) -> None:
-    assert _is_database_unavailable(make())
-    assert _is_database_unavailable(_raised(make, lambda e: DBAPIError("SELECT 1", {}, e)))
-
-
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: asyncpg.exceptions.UniqueViolationError("duplicate key"),
-        lambda: asyncpg.exceptions.InvalidPasswordError("password authentication failed"),
-        lambda: asyncpg.exceptions.InterfaceError("cannot perform operation: another operation is in progress"),
-        lambda: ValueError("a bug"),
-    ],
-)
-def test_other_errors_are_not_unavailable(make: Callable[[], BaseException]) -> None:
-    assert not _is_database_unavailable(make())
-    assert not _is_database_unavailable(_raised(make, lambda e: DBAPIError("SELECT 1", {}, e)))
-
-
-def test_database_settings_defaults_and_values() -> None:
-    assert Settings.from_env({}).db_options == DatabaseLimits(
-        pool_size=10, max_overflow=10, pool_timeout=5.0, pool_recycle=300, connect_timeout=1.5, statement_timeout=10.0
-    )
-    options = Settings.from_env(
-        {
-            "DB_POOL_SIZE": "2",
-            "DB_MAX_OVERFLOW": "0",
-            "DB_POOL_TIMEOUT": "0.25",
-            "DB_POOL_RECYCLE": "0",
-            "DB_CONNECT_TIMEOUT": "3",
-            "DB_STATEMENT_TIMEOUT": "0",
-        }
-    ).db_options
-    assert options == DatabaseLimits(
-        pool_size=2, max_overflow=0, pool_timeout=0.25, pool_recycle=0, connect_timeout=3.0, statement_timeout=0
-    )
-    assert Settings.from_env({"DB_STATEMENT_TIMEOUT": "2.5"}).db_options.statement_timeout_ms == 2500
-
-
-def test_bad_database_settings_get_one_line_each() -> None:
-    with pytest.raises(SettingsError) as caught:
-        Settings.from_env(
-            {
-                "DB_POOL_SIZE": "0",
-                "DB_MAX_OVERFLOW": "-1",
-                "DB_POOL_TIMEOUT": "soon",
-                "DB_POOL_RECYCLE": "1.5",
-                "DB_CONNECT_TIMEOUT": "0",
-                "DB_STATEMENT_TIMEOUT": "0.0001",
-            }
-        )
-    assert caught.value.problems == [
-        "DB_POOL_SIZE must be a whole number from 1 to 100 (got '0')",
-        "DB_MAX_OVERFLOW must be a whole number from 0 to 100 (got '-1')",
-        "DB_POOL_TIMEOUT must be a number of seconds from 0 to 60 (got 'soon')",
-        "DB_POOL_RECYCLE must be a whole number of seconds from 0 to 86400 (got '1.5')",
-        "DB_CONNECT_TIMEOUT must be a number of seconds from 0.1 to 60 (got '0')",
-        "DB_STATEMENT_TIMEOUT must be 0 (off) or a number of seconds from 0.001 to 86400 (got '0.0001')",
-    ]
 
 
 # -- connections dropped under load, readiness under load -------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import redis
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy.engine import make_url
@@ -26,6 +27,7 @@ from db.database import Database, open_database
 from db.schema_migrations import upgrade
 from tests.support.environment import IN_CI, clean_env
 from tests.support.postgres import admin, postgres_admin_url
+from tests.support.redis import delete_prefix, ping, redis_test_url
 from tests.support.tokens import TEST_SECRET
 
 
@@ -130,3 +132,25 @@ def fresh_env(tmp_path: Path) -> dict[str, str]:
 def env(fresh_env: dict[str, str], database_url: str) -> dict[str, str]:
     """No secret configured (the development secret in DATA_DIR is used), on the test's database."""
     return {**fresh_env, "DATABASE_URL": database_url}
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A reachable Redis (fails in CI when there is none; skips elsewhere)."""
+    url = redis_test_url()
+    try:
+        asyncio.run(ping(url))
+    except (OSError, redis.RedisError) as exc:
+        message = f"Redis at {url} is unreachable: {exc!r}"
+        if IN_CI:
+            pytest.fail(message + " (CI must run the Redis tests)")
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    prefix = f"todo-backend-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    asyncio.run(delete_prefix(redis_url, prefix))

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import time
+import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import jwt
 import pytest
+from sqlalchemy import text
 
+from db.engine import create_engine
+from db.idempotency import KEY_LIFETIME
+from tests.support.idempotency_keys import insert_key
 from tests.support.ports import free_port
 from tests.support.servers import Servers, manage
 
@@ -194,3 +202,27 @@ def test_serve_with_two_workers_shares_one_development_secret(env: dict[str, str
             for _ in range(20)
         }
     assert statuses == {200}
+
+
+def test_purgekeys_deletes_every_users_expired_keys(env: dict[str, str], database_url: str) -> None:
+    alice, bob = f"alice-{uuid.uuid4().hex}", f"bob-{uuid.uuid4().hex}"
+
+    async def setup_and_read(users: tuple[str, ...], insert: bool) -> set[tuple[str, str]]:
+        engine = create_engine(database_url)
+        try:
+            for user in users if insert else ():
+                await insert_key(engine, user, "old", age=KEY_LIFETIME + timedelta(minutes=1))
+                await insert_key(engine, user, "new", age=KEY_LIFETIME - timedelta(minutes=1))
+            async with engine.connect() as connection:
+                rows = await connection.execute(
+                    text("SELECT user_id, key FROM idempotency_keys WHERE user_id IN (:a, :b)"), {"a": alice, "b": bob}
+                )
+                return {(row[0], row[1]) for row in rows}
+        finally:
+            await engine.dispose()
+
+    assert len(asyncio.run(setup_and_read((alice, bob), insert=True))) == 4
+    result = manage("purgekeys", env=env)
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"Deleted [1-9][0-9]* expired idempotency key\(s\)\.\n", result.stdout)
+    assert asyncio.run(setup_and_read((), insert=False)) == {(alice, "new"), (bob, "new")}

@@ -1,4 +1,6 @@
-"""Shared fixtures: a migrated database per backend (SQLite and PostgreSQL), the app, and HTTP clients.
+"""Shared fixtures: a migrated database per backend (SQLite and PostgreSQL), the app, HTTP clients, the
+environment of a ``manage.py`` subprocess (``fresh_env``, ``env``) and a Redis key prefix of a test's own.
+Helpers that are not fixtures live in ``tests/support``.
 
 Every database-backed test runs once per backend through the parametrised ``database_url`` fixture.
 PostgreSQL tests use a throwaway database created for the run on ``TEST_POSTGRES_URL`` (default: the
@@ -27,7 +29,7 @@ from db.database import Database, open_database
 from db.schema_migrations import upgrade
 from tests.support.environment import IN_CI, clean_env
 from tests.support.postgres import admin, postgres_admin_url
-from tests.support.redis import delete_prefix, ping, redis_test_url
+from tests.support.redis_server import delete_prefix, ping, redis_test_url
 from tests.support.tokens import TEST_SECRET
 
 

@@ -38,7 +38,7 @@ from app.ratelimit.plugin import build_rate_limits, client_key
 from app.ratelimit.redis_limiter import RedisRateLimiter
 from config.settings import Rate, Settings, SettingsError
 from tests.support.ports import free_port
-from tests.support.redis import keys, ping
+from tests.support.redis_server import keys, ping
 from tests.support.tokens import TEST_SECRET
 
 PROBLEM = "application/problem+json"

@@ -36,6 +36,9 @@ from db.database import PostgresDatabase, SQLiteDatabase
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.tokens import TEST_SECRET
 
+# Real uvicorn servers on real sockets, PostgreSQL behind a proxy that reads the protocol: about 9 s in all.
+pytestmark = pytest.mark.slow
+
 Client = AsyncTestClient[Litestar]
 Call = Callable[[Client, str, dict[str, str], int], Awaitable[Any]]
 

@@ -2,7 +2,7 @@
 
 Ours is started as deployed (``manage.py serve``) with one pooled connection, behind a proxy that reads the
 PostgreSQL protocol (``bench/pg_wire.py``); every route is called twice and the second call is recorded
-(the first prepares its statement on the connection). ``tests/test_round_trips.py`` asserts the same in CI.
+(the first prepares its statement on the connection). ``tests/api/test_round_trips.py`` asserts the same in CI.
 """
 
 from __future__ import annotations

@@ -31,12 +31,12 @@ from the owned model's columns only.
   bypasses the WHERE clause, and the fallback turns another owner's id into a conflict, an existence
   oracle), composite-key ``delete_many``, and the repository cache (its keys ignore the owner).
 
-``tests/test_owned_repository.py`` enumerates every public method of this class and fails for any method
+``tests/repository/test_owned_repository.py`` enumerates every public method of this class and fails for any method
 it does not exercise with another owner's ids, so a method added by a future AA release cannot slip through.
 
 Tables that need no Advanced Alchemy repository (the idempotency keys) get :class:`OwnedTable` instead: a
 handful of statement builders that carry the owner, so their repositories (``db/idempotency.py``) never
-write an owner condition of their own. ``tests/test_idempotency.py`` probes those the same way.
+write an owner condition of their own. ``tests/api/test_idempotency.py`` probes those the same way.
 """
 
 from __future__ import annotations

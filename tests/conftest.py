@@ -1,4 +1,6 @@
-"""Shared fixtures: a migrated database per backend (SQLite and PostgreSQL), the app, and HTTP clients.
+"""Shared fixtures: a migrated database per backend (SQLite and PostgreSQL), the app, HTTP clients, the
+environment of a ``manage.py`` subprocess (``fresh_env``, ``env``) and a Redis key prefix of a test's own.
+Helpers that are not fixtures live in ``tests/support``.
 
 Every database-backed test runs once per backend through the parametrised ``database_url`` fixture.
 PostgreSQL tests use a throwaway database created for the run on ``TEST_POSTGRES_URL`` (default: the
@@ -8,7 +10,6 @@ local server). Outside CI a missing server skips them; with ``CI=true`` it fails
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import redis
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy.engine import make_url
@@ -25,31 +27,17 @@ from app.auth.tokens import issue_token
 from config.settings import DatabaseLimits, Settings
 from db.database import Database, open_database
 from db.schema_migrations import upgrade
-
-TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def postgres_admin_url() -> str:
-    """A URL on which the tests may create and drop databases."""
-    return os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
-
-
-async def _admin(sql: str) -> None:
-    url = make_url(postgres_admin_url()).set(drivername="postgresql")
-    connection = await asyncpg.connect(url.render_as_string(hide_password=False), timeout=5)
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
+from tests.support.environment import IN_CI, clean_env
+from tests.support.postgres import admin, postgres_admin_url
+from tests.support.redis_server import delete_prefix, ping, redis_test_url
+from tests.support.tokens import TEST_SECRET
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> str:
     """The admin URL of a reachable PostgreSQL server (fails in CI when there is none; skips elsewhere)."""
     try:
-        asyncio.run(_admin("SELECT 1"))
+        asyncio.run(admin("SELECT 1"))
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         message = f"PostgreSQL at {make_url(postgres_admin_url()).render_as_string()} is unreachable: {exc!r}"
         if IN_CI:
@@ -62,13 +50,13 @@ def postgres_server() -> str:
 def postgres_database(postgres_server: str) -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for this test run, dropped afterwards."""
     name = f"todo_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     url = make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
     try:
         upgrade(url)
         yield url
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
@@ -134,3 +122,37 @@ async def database(database_url: str) -> AsyncIterator[Database]:
     opened = open_database(database_url, DatabaseLimits())
     yield opened
     await opened.close()
+
+
+@pytest.fixture
+def fresh_env(tmp_path: Path) -> dict[str, str]:
+    """Like a fresh clone: nothing configured, an empty data folder, the default SQLite database."""
+    return clean_env(tmp_path / "fresh")
+
+
+@pytest.fixture
+def env(fresh_env: dict[str, str], database_url: str) -> dict[str, str]:
+    """No secret configured (the development secret in DATA_DIR is used), on the test's database."""
+    return {**fresh_env, "DATABASE_URL": database_url}
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A reachable Redis (fails in CI when there is none; skips elsewhere)."""
+    url = redis_test_url()
+    try:
+        asyncio.run(ping(url))
+    except (OSError, redis.RedisError) as exc:
+        message = f"Redis at {url} is unreachable: {exc!r}"
+        if IN_CI:
+            pytest.fail(message + " (CI must run the Redis tests)")
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    prefix = f"todo-backend-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    asyncio.run(delete_prefix(redis_url, prefix))

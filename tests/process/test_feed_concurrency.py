@@ -21,7 +21,8 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.processes import Servers, bearer, serve_env
+from tests.support.servers import Servers, serve_env
+from tests.support.tokens import bearer
 
 pytestmark = pytest.mark.postgres
 

@@ -3,22 +3,15 @@ change feed) and tombstones past ``TOMBSTONE_RETENTION_DAYS``; nothing younger, 
 
 from __future__ import annotations
 
-import asyncio
-import os
-import re
-import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 
-from config.settings import DatabaseLimits
-from db.database import Database, open_database
+from db.database import Database
 from db.engine import create_engine
 from db.feed import changes, purge_every_users_old_tombstones, purge_every_users_old_trash
 from db.repositories import TaskRepository
-from tests.test_cli import UNSET_SETTINGS, manage
 
 
 async def _trashed(database: Database, owner: str, age: timedelta) -> int:
@@ -64,38 +57,3 @@ async def test_purging_keeps_what_is_younger_and_leaves_tombstones(
 
     assert await purge_every_users_old_tombstones(database, before=now - timedelta(days=30)) >= 2
     assert await _state(database_url, [alice, bob]) == (set(young), set())
-
-
-def test_purgetrash_command(database_url: str, tmp_path: Path) -> None:
-    owner = f"purge-{uuid.uuid4().hex}"
-
-    async def setup() -> tuple[int, int]:
-
-        database = open_database(database_url, DatabaseLimits())
-        try:
-            return await _trashed(database, owner, timedelta(days=10)), await _trashed(
-                database, owner, timedelta(days=1)
-            )
-        finally:
-            await database.close()
-
-    older, newer = asyncio.run(setup())
-    env = {
-        **UNSET_SETTINGS,
-        "PATH": "/usr/bin:/bin",
-        "DATA_DIR": str(tmp_path),
-        "DATABASE_URL": database_url,
-        "TRASH_RETENTION_DAYS": "7",
-        "TOMBSTONE_RETENTION_DAYS": "30",
-    }
-
-    result = manage("purgetrash", env={**os.environ, **env})
-    assert result.returncode == 0, result.stderr
-    assert re.fullmatch(
-        r"Deleted [1-9][0-9]* task\(s\) from the trash and forgot [0-9]+ old deletion\(s\)\.\n", result.stdout
-    )
-    assert asyncio.run(_state(database_url, [owner])) == ({newer}, {older})
-    # Garbage in a retention setting is named, not guessed.
-    bad = manage("purgetrash", env={**os.environ, **env, "TRASH_RETENTION_DAYS": "a week"})
-    assert bad.returncode == 1
-    assert "TRASH_RETENTION_DAYS must be a whole number of days from 1 to 3650" in bad.stderr

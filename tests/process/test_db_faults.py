@@ -1,4 +1,4 @@
-"""Database faults, for real: PostgreSQL cut off by a TCP proxy the test controls (tests/tcp_proxy.py).
+"""Database faults, for real: PostgreSQL cut off by a TCP proxy the test controls (tests/support/tcp_proxy.py).
 
 The app runs in a real uvicorn server in the test's event loop (one test also runs ``manage.py serve`` in
 its own process), and is called over real HTTP. Between it and PostgreSQL sits the proxy, which refuses,
@@ -16,10 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import socket
-import sys
 import time
 import uuid
 from collections import Counter
@@ -34,21 +31,17 @@ import pytest
 import uvicorn
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.asgi import build_app
 from app.auth.tokens import issue_token
-from app.errors import _is_database_unavailable
-from config.settings import DatabaseLimits, Settings, SettingsError
+from config.settings import DatabaseLimits, Settings
 from db.database import PostgresDatabase, open_database
 from db.engine import create_engine
 from db.query import Query
-from tests.conftest import TEST_SECRET
-from tests.processes import ServeProcess, bearer, serve_env
-from tests.tcp_proxy import TcpProxy
+from tests.support.servers import ServeProcess, serve_env
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.tokens import TEST_SECRET, bearer
 
-ROOT = Path(__file__).resolve().parent.parent
 UNAVAILABLE_WITHIN = 2.0  # seconds: the issue's bound for a 503 while the database is unreachable
 RECOVERED_WITHIN = 5.0  # seconds after the database is back
 MARKER_PASSWORD = "pw-never-shown-8c1f2e"  # used when TEST_POSTGRES_URL has none (trust auth ignores it)
@@ -315,28 +308,14 @@ async def test_manage_py_serve_answers_503_while_the_database_is_away_and_recove
     proxy: TcpProxy, proxied_url: str, db_password: str, tmp_path: Path
 ) -> None:
     """The deployed shape: ``manage.py serve`` in its own process, with the default settings."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "APP_ENV": "test",
-        "DATABASE_URL": proxied_url,
-        "BETTER_AUTH_SECRET": TEST_SECRET,
-        "DATA_DIR": str(tmp_path / "data"),
-        "LOG_LEVEL": "INFO",
-        "PYTHONUNBUFFERED": "1",
-        **dict.fromkeys(("CORS_ORIGINS", "JWT_ISSUER", "JWT_AUDIENCE", "WEB_CONCURRENCY", "HOST"), ""),
-        **{name: "" for name in os.environ if name.startswith("DB_")},
-    }
+    env = serve_env(proxied_url, tmp_path / "data", LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
     log_path = tmp_path / "serve.log"
-    with log_path.open("w") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "manage.py", "serve", "--port", str(port), cwd=ROOT, env=env, stdout=log, stderr=log
-        )
+    server = ServeProcess(env, log_path)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
 
             async def healthy() -> bool:
-                assert process.returncode is None, log_path.read_text()
+                assert server.process.poll() is None, server.output()
                 with contextlib.suppress(httpx.TransportError):
                     return (await client.get("/health")).status_code == 200
                 return False
@@ -360,24 +339,10 @@ async def test_manage_py_serve_answers_503_while_the_database_is_away_and_recove
                     assert response.status_code == 200, response.text
                 assert time.monotonic() - back < RECOVERED_WITHIN
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(30):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await asyncio.to_thread(server.stop)
     output = log_path.read_text()
     assert "database unavailable" in output
     assert db_password not in output
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # -- pool exhaustion and statement timeout ---------------------------------------------------------------
@@ -553,98 +518,6 @@ async def test_a_database_that_does_not_wake_in_time_is_a_503(
         response, elapsed = await api.timed("GET", api.tasks)
         assert_unavailable(response, elapsed, db_password)
         assert proxy.rejected >= 3  # retried, with backoff, within the budget
-
-
-# -- what counts as "unavailable", and the settings ------------------------------------------------------
-
-
-def _raised(make: Callable[[], BaseException], wrap: Callable[[BaseException], BaseException]) -> BaseException:
-    """``wrap(make())`` raised from the original, as drivers and SQLAlchemy chain them."""
-    try:
-        try:
-            raise make()
-        except BaseException as inner:
-            raise wrap(inner) from inner
-    except BaseException as outer:
-        return outer
-
-
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: ConnectionRefusedError(111, "Connect call failed"),
-        lambda: ConnectionResetError(104, "Connection reset by peer"),
-        lambda: TimeoutError("timed out"),
-        lambda: asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
-        lambda: asyncpg.exceptions.TooManyConnectionsError("too many clients"),
-        lambda: asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
-        lambda: asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout"),
-        lambda: asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"),
-        lambda: asyncpg.exceptions.LockNotAvailableError("could not obtain lock"),
-        lambda: asyncpg.exceptions.InterfaceError("connection is closed"),
-        lambda: PoolTimeoutError("QueuePool limit reached"),
-        lambda: OperationalError("SELECT 1", {}, Exception("database is locked")),
-    ],
-)
-def test_transient_database_errors_count_as_unavailable(make: Callable[[], BaseException]) -> None:
-    assert _is_database_unavailable(make())
-    assert _is_database_unavailable(_raised(make, lambda e: DBAPIError("SELECT 1", {}, e)))
-
-
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: asyncpg.exceptions.UniqueViolationError("duplicate key"),
-        lambda: asyncpg.exceptions.InvalidPasswordError("password authentication failed"),
-        lambda: asyncpg.exceptions.InterfaceError("cannot perform operation: another operation is in progress"),
-        lambda: ValueError("a bug"),
-    ],
-)
-def test_other_errors_are_not_unavailable(make: Callable[[], BaseException]) -> None:
-    assert not _is_database_unavailable(make())
-    assert not _is_database_unavailable(_raised(make, lambda e: DBAPIError("SELECT 1", {}, e)))
-
-
-def test_database_settings_defaults_and_values() -> None:
-    assert Settings.from_env({}).db_options == DatabaseLimits(
-        pool_size=10, max_overflow=10, pool_timeout=5.0, pool_recycle=300, connect_timeout=1.5, statement_timeout=10.0
-    )
-    options = Settings.from_env(
-        {
-            "DB_POOL_SIZE": "2",
-            "DB_MAX_OVERFLOW": "0",
-            "DB_POOL_TIMEOUT": "0.25",
-            "DB_POOL_RECYCLE": "0",
-            "DB_CONNECT_TIMEOUT": "3",
-            "DB_STATEMENT_TIMEOUT": "0",
-        }
-    ).db_options
-    assert options == DatabaseLimits(
-        pool_size=2, max_overflow=0, pool_timeout=0.25, pool_recycle=0, connect_timeout=3.0, statement_timeout=0
-    )
-    assert Settings.from_env({"DB_STATEMENT_TIMEOUT": "2.5"}).db_options.statement_timeout_ms == 2500
-
-
-def test_bad_database_settings_get_one_line_each() -> None:
-    with pytest.raises(SettingsError) as caught:
-        Settings.from_env(
-            {
-                "DB_POOL_SIZE": "0",
-                "DB_MAX_OVERFLOW": "-1",
-                "DB_POOL_TIMEOUT": "soon",
-                "DB_POOL_RECYCLE": "1.5",
-                "DB_CONNECT_TIMEOUT": "0",
-                "DB_STATEMENT_TIMEOUT": "0.0001",
-            }
-        )
-    assert caught.value.problems == [
-        "DB_POOL_SIZE must be a whole number from 1 to 100 (got '0')",
-        "DB_MAX_OVERFLOW must be a whole number from 0 to 100 (got '-1')",
-        "DB_POOL_TIMEOUT must be a number of seconds from 0 to 60 (got 'soon')",
-        "DB_POOL_RECYCLE must be a whole number of seconds from 0 to 86400 (got '1.5')",
-        "DB_CONNECT_TIMEOUT must be a number of seconds from 0.1 to 60 (got '0')",
-        "DB_STATEMENT_TIMEOUT must be 0 (off) or a number of seconds from 0.001 to 86400 (got '0.0001')",
-    ]
 
 
 # -- connections dropped under load, readiness under load -------------------------------------------------

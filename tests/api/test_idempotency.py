@@ -1,7 +1,7 @@
-"""Idempotency-Key on create, on SQLite and PostgreSQL: over HTTP (the full ASGI stack), at the data layer,
-and ``manage.py purgekeys`` in a real process.
+"""Idempotency-Key on create, on SQLite and PostgreSQL: over HTTP (the full ASGI stack) and at the data layer.
 
-Two server processes receiving the same keys at once are in ``test_concurrency_http.py``.
+``manage.py purgekeys`` in a real process is in ``tests/process/test_cli.py``; two server processes receiving the
+same keys at once are in ``tests/process/test_concurrency_http.py``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -35,17 +33,12 @@ from db.idempotency import (
     StoredResponse,
     purge_every_users_expired_keys,
 )
-from db.models import IdempotencyKey, Task
+from db.models import Task
 from db.owned import OwnerScopeError
 from db.repositories import TaskRepository
-from tests.conftest import TEST_SECRET
-from tests.test_api_tasks import assert_problem
-from tests.test_cli import env, fresh_env, manage
-
-__all__ = ["env", "fresh_env"]  # fixtures from test_cli, for running manage.py
-
-Client = AsyncTestClient[Litestar]
-Auth = Callable[..., dict[str, str]]
+from tests.support.http import Auth, Client, assert_problem
+from tests.support.idempotency_keys import insert_key
+from tests.support.tokens import TEST_SECRET
 
 
 async def post(
@@ -90,25 +83,6 @@ def pg_settings(postgres_database: str, tmp_path: Path) -> Settings:
 async def pg_client(pg_settings: Settings) -> AsyncIterator[Client]:
     async with AsyncTestClient(app=build_app(pg_settings)) as client:
         yield client
-
-
-async def insert_key(
-    engine: AsyncEngine, user: str, key: str, *, age: timedelta, status: int | None = 201, body_hash: str = "0" * 64
-) -> None:
-    """A stored key written straight to the table, as an earlier request (``age`` ago) would have left it."""
-    async with AsyncSession(engine) as session:
-        session.add(
-            IdempotencyKey(
-                user_id=user,
-                key=key,
-                request_hash=body_hash,
-                created_at=datetime.now(UTC) - age,
-                response_status=status,
-                response_headers={"Location": "/elsewhere"} if status else None,
-                response_body='{"old": true}' if status else None,
-            )
-        )
-        await session.commit()
 
 
 async def keys_of(engine: AsyncEngine, user: str) -> set[str]:
@@ -495,27 +469,3 @@ async def test_purging_every_users_expired_keys(engine: AsyncEngine, database: D
         await insert_key(engine, user, "new", age=KEY_LIFETIME - timedelta(minutes=1))
     assert await purge_every_users_expired_keys(database, now=datetime.now(UTC)) >= 2
     assert await keys_of(engine, alice) == await keys_of(engine, bob) == {"new"}
-
-
-def test_purgekeys_deletes_every_users_expired_keys(env: dict[str, str], database_url: str) -> None:
-    alice, bob = f"alice-{uuid.uuid4().hex}", f"bob-{uuid.uuid4().hex}"
-
-    async def setup_and_read(users: tuple[str, ...], insert: bool) -> set[tuple[str, str]]:
-        engine = create_engine(database_url)
-        try:
-            for user in users if insert else ():
-                await insert_key(engine, user, "old", age=KEY_LIFETIME + timedelta(minutes=1))
-                await insert_key(engine, user, "new", age=KEY_LIFETIME - timedelta(minutes=1))
-            async with engine.connect() as connection:
-                rows = await connection.execute(
-                    text("SELECT user_id, key FROM idempotency_keys WHERE user_id IN (:a, :b)"), {"a": alice, "b": bob}
-                )
-                return {(row[0], row[1]) for row in rows}
-        finally:
-            await engine.dispose()
-
-    assert len(asyncio.run(setup_and_read((alice, bob), insert=True))) == 4
-    result = manage("purgekeys", env=env)
-    assert result.returncode == 0, result.stderr
-    assert re.fullmatch(r"Deleted [1-9][0-9]* expired idempotency key\(s\)\.\n", result.stdout)
-    assert asyncio.run(setup_and_read((), insert=False)) == {(alice, "new"), (bob, "new")}

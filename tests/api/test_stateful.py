@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 import hypothesis
+import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 from litestar import Litestar
@@ -193,6 +194,7 @@ class TaskUsers(RuleBasedStateMachine):
             self.list_own(actor)
 
 
+@pytest.mark.slow  # 40 Hypothesis examples of many requests each: seconds per database
 def test_users_only_ever_reach_their_own_tasks(app: Litestar, settings: Settings) -> None:
     with TestClient(app=app) as client:
         machine = type("TaskUsersOn", (TaskUsers,), {"client": client, "settings": settings})

@@ -2,7 +2,7 @@
 
 ``manage.py serve`` runs in a subprocess on a free port, on SQLite and on PostgreSQL. schemathesis loads
 ``/schema/openapi.json`` from it and sends what it generates from that document, with a valid token for the
-path's user (tests/schemathesis_hooks.py signs one for whatever ``user_id`` is generated, so calls reach the
+path's user (tests/support/schemathesis_hooks.py signs one for whatever ``user_id`` is generated, so calls reach the
 handlers instead of stopping at the 403 guard; the test checks from the server's access log that they do).
 Every response is checked against the document: documented status codes, content types, headers and bodies;
 no 5xx; invalid input refused and valid input accepted; auth enforced. Phases: the schema's examples, the
@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +35,10 @@ from app.asgi import build_app
 from app.tasks.list_request import _checked_tags
 from app.tasks.schemas import TaskCompletion, clean_tags, clean_title, parse_due_date
 from config.settings import Settings
-from tests.conftest import TEST_SECRET
-from tests.test_cli import UNSET_SETTINGS, free_port
+from tests.support.environment import clean_env
+from tests.support.servers import ROOT, ServeProcess
+from tests.support.tokens import TEST_SECRET
 
-ROOT = Path(__file__).resolve().parent.parent
 # CI runs the same derandomized cases every time. To dig deeper locally: FUZZ_MAX_EXAMPLES=500 (per operation
 # in the fuzzing phase; examples and coverage run in full), and FUZZ_SEED=<n> for other random cases.
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "25"))
@@ -61,70 +58,23 @@ SERVER_SETTINGS = {
 ACCESS_LINE = re.compile(r'"[A-Z]+ /api/\S* HTTP/[0-9.]+" (\d{3})')
 
 
-@dataclass
-class LiveServer:
-    """``manage.py serve`` in a subprocess; its output goes to a file, so a long run cannot fill a pipe."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def start_server(database_url: str, data_dir: Path) -> LiveServer:
-    port = free_port()
-    log = data_dir / "server.log"
-    env = {**os.environ, **UNSET_SETTINGS, **SERVER_SETTINGS, "DATABASE_URL": database_url, "DATA_DIR": str(data_dir)}
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    server = LiveServer(url=f"http://127.0.0.1:{port}", process=process, log=log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited early:\n{server.output()}")
-        try:
-            if httpx.get(f"{server.url}/health/ready", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)  # polling a condition, bounded by the deadline
-    stop_server(server)
-    raise AssertionError(f"server not ready within 30 s:\n{server.output()}")
-
-
-def stop_server(server: LiveServer) -> None:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            server.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
-
-
 @pytest.fixture(scope="module")
-def live_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """The API served for real, on the test run's migrated database."""
-    server = start_server(database_url, tmp_path_factory.mktemp("fuzz-server"))
+def live_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """The API served for real, on the test run's migrated database; its output (the access log) in a file."""
+    data_dir = tmp_path_factory.mktemp("fuzz-server")
+    server = ServeProcess(clean_env(data_dir, **SERVER_SETTINGS, DATABASE_URL=database_url), data_dir / "server.log")
     try:
+        server.wait_until_healthy(timeout=30, path="/health/ready")
         yield server
     finally:
-        stop_server(server)
+        server.stop()
 
 
 # Everything schemathesis is told, in its own config format. ${…} values come from the environment.
 CONFIG = f"""
 seed = {SEED or 0}
-# Each request carries a valid token for the user in its own path (see tests/schemathesis_hooks.py).
-hooks = "tests.schemathesis_hooks"
+# Each request carries a valid token for the user in its own path (see tests/support/schemathesis_hooks.py).
+hooks = "tests.support.schemathesis_hooks"
 [generation]
 max-examples = {MAX_EXAMPLES}
 deterministic = {"false" if SEED else "true"}
@@ -136,7 +86,7 @@ enabled = true
 """
 
 
-def run_schemathesis(server: LiveServer, workdir: Path) -> subprocess.CompletedProcess[str]:
+def run_schemathesis(server: ServeProcess, workdir: Path) -> subprocess.CompletedProcess[str]:
     """``schemathesis run`` against the server's own document: every phase, every check."""
     config = workdir / "schemathesis.toml"
     config.write_text(CONFIG)
@@ -165,7 +115,7 @@ def run_schemathesis(server: LiveServer, workdir: Path) -> subprocess.CompletedP
     return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def test_schemathesis_finds_nothing(live_server: LiveServer, tmp_path: Path) -> None:
+def test_schemathesis_finds_nothing(live_server: ServeProcess, tmp_path: Path) -> None:
     """Every phase and every check against the running server: zero failures, and most calls reach a handler."""
     logged_before = len(live_server.output())
     result = run_schemathesis(live_server, tmp_path)
@@ -188,7 +138,7 @@ def test_schemathesis_finds_nothing(live_server: LiveServer, tmp_path: Path) -> 
     assert statuses.count(403) < 0.01 * len(statuses), Counter(statuses)
 
 
-def test_the_create_route_links_its_id_to_every_route_that_takes_one(live_server: LiveServer) -> None:
+def test_the_create_route_links_its_id_to_every_route_that_takes_one(live_server: ServeProcess) -> None:
     """The stateful phase runs along links: each one must name a real operation and its real parameters."""
     document = httpx.get(f"{live_server.url}/schema/openapi.json", timeout=10).json()
     operations = {

@@ -2,93 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-import signal
-import socket
-import subprocess
-import sys
+import re
 import time
-from collections.abc import Iterator
+import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import jwt
 import pytest
+from sqlalchemy import text
 
-ROOT = Path(__file__).resolve().parent.parent
+from db.engine import create_engine
+from db.idempotency import KEY_LIFETIME
+from tests.support.idempotency_keys import insert_key
+from tests.support.ports import free_port
+from tests.support.servers import Servers, manage
+
+ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = ("check", "createtoken", "makemigrations", "migrate", "purgekeys", "purgetrash", "serve")
-
-
-def manage(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-# Every setting, set empty: empty means "unset", and a value in the environment beats a developer's .env
-# (which manage.py would otherwise load from the project root).
-UNSET_SETTINGS = dict.fromkeys(
-    [
-        "APP_ENV",
-        "DATABASE_URL",
-        "BETTER_AUTH_SECRET",
-        "JWT_USER_CLAIM",
-        "JWT_ISSUER",
-        "JWT_AUDIENCE",
-        "JWT_LEEWAY",
-        "JWT_JWKS_URL",
-        "CORS_ORIGINS",
-        "LOG_LEVEL",
-        "MAX_BODY_BYTES",
-        "RATE_LIMIT",
-        "RATE_LIMIT_ANONYMOUS",
-        "REDIS_URL",
-        "REDIS_KEY_PREFIX",
-        "DATABASE_POOLER",
-        "MIGRATIONS_DATABASE_URL",
-        "SHUTDOWN_GRACE_SECONDS",
-        "HOST",
-        "PORT",
-        "WEB_CONCURRENCY",
-        "DB_POOL_SIZE",
-        "DB_MAX_OVERFLOW",
-        "DB_POOL_TIMEOUT",
-        "DB_POOL_RECYCLE",
-        "DB_CONNECT_TIMEOUT",
-        "DB_STATEMENT_TIMEOUT",
-        "MAX_REQUEST_HEAD_BYTES",
-        "REQUEST_HEAD_TIMEOUT",
-        "REQUEST_BODY_MIN_RATE",
-        "MAX_CONNECTIONS",
-        "SHUTDOWN_DRAIN_SECONDS",
-    ],
-    "",
-)
-
-
-@pytest.fixture
-def fresh_env(tmp_path: Path) -> dict[str, str]:
-    """Like a fresh clone: nothing configured, an empty data folder, the default SQLite database."""
-    return {**os.environ, **UNSET_SETTINGS, "DATA_DIR": str(tmp_path / "fresh")}
-
-
-@pytest.fixture
-def env(fresh_env: dict[str, str], database_url: str) -> dict[str, str]:
-    """No secret configured (the development secret in DATA_DIR is used), on the test's database."""
-    return {**fresh_env, "DATABASE_URL": database_url}
 
 
 def test_help_lists_every_command_with_a_description(fresh_env: dict[str, str]) -> None:
@@ -214,68 +148,12 @@ def test_createtoken_rejects_bad_lifetimes(fresh_env: dict[str, str], expires: s
     assert "--expires" in result.stderr
 
 
-class Server:
-    """``manage.py serve`` in a subprocess on a free port."""
-
-    def __init__(self, env: dict[str, str], *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(self.port), *args],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    def wait_until_healthy(self, deadline_seconds: float = 30) -> None:
-        deadline = time.monotonic() + deadline_seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited early:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)  # polling a condition, bounded by the deadline
-        raise AssertionError(f"server not healthy within {deadline_seconds}s:\n{self.stop()}")
-
-    def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.output()
-
-    def output(self) -> str:
-        return self.process.stdout.read() if self.process.stdout else ""
-
-
-@pytest.fixture
-def server_factory() -> Iterator[type[Server]]:
-    started: list[Server] = []
-
-    class Tracked(Server):
-        def __init__(self, env: dict[str, str], *args: str) -> None:
-            super().__init__(env, *args)
-            started.append(self)
-
-    yield Tracked
-    for server in started:
-        server.stop()
-
-
-def test_serve_is_the_whole_api_over_real_http(env: dict[str, str], server_factory: type[Server]) -> None:
+def test_serve_is_the_whole_api_over_real_http(env: dict[str, str], servers: Servers) -> None:
     """migrate → serve → createtoken → every route, as a new user would do it with curl."""
     assert manage("migrate", env=env).returncode == 0
     user = f"user-{os.getpid()}-{time.monotonic_ns()}"
     token = manage("createtoken", user, env=env).stdout.strip()
-    server = server_factory(env)
+    server = servers.start(env)
     server.wait_until_healthy()
     auth = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=server.url, timeout=10) as http:
@@ -303,19 +181,17 @@ def test_serve_is_the_whole_api_over_real_http(env: dict[str, str], server_facto
     assert "?[redacted]" in output
 
 
-def test_serve_warns_about_pending_migrations(fresh_env: dict[str, str], server_factory: type[Server]) -> None:
-    server = server_factory(fresh_env)
+def test_serve_warns_about_pending_migrations(fresh_env: dict[str, str], servers: Servers) -> None:
+    server = servers.start(fresh_env)
     server.wait_until_healthy()
     output = server.stop()
     pending = "5 migration(s) not applied (0001, 0002, 0003, 0004, 0005)"
     assert f"warning: {pending}; run `python manage.py migrate`" in output
 
 
-def test_serve_with_two_workers_shares_one_development_secret(
-    env: dict[str, str], server_factory: type[Server]
-) -> None:
+def test_serve_with_two_workers_shares_one_development_secret(env: dict[str, str], servers: Servers) -> None:
     assert manage("migrate", env=env).returncode == 0
-    server = server_factory(env, "--workers", "2")
+    server = servers.start(env, "--workers", "2")
     server.wait_until_healthy()
     token = manage("createtoken", "u-workers", env=env).stdout.strip()
     with httpx.Client(base_url=server.url, timeout=10) as http:
@@ -327,3 +203,27 @@ def test_serve_with_two_workers_shares_one_development_secret(
             for _ in range(20)
         }
     assert statuses == {200}
+
+
+def test_purgekeys_deletes_every_users_expired_keys(env: dict[str, str], database_url: str) -> None:
+    alice, bob = f"alice-{uuid.uuid4().hex}", f"bob-{uuid.uuid4().hex}"
+
+    async def setup_and_read(users: tuple[str, ...], insert: bool) -> set[tuple[str, str]]:
+        engine = create_engine(database_url)
+        try:
+            for user in users if insert else ():
+                await insert_key(engine, user, "old", age=KEY_LIFETIME + timedelta(minutes=1))
+                await insert_key(engine, user, "new", age=KEY_LIFETIME - timedelta(minutes=1))
+            async with engine.connect() as connection:
+                rows = await connection.execute(
+                    text("SELECT user_id, key FROM idempotency_keys WHERE user_id IN (:a, :b)"), {"a": alice, "b": bob}
+                )
+                return {(row[0], row[1]) for row in rows}
+        finally:
+            await engine.dispose()
+
+    assert len(asyncio.run(setup_and_read((alice, bob), insert=True))) == 4
+    result = manage("purgekeys", env=env)
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"Deleted [1-9][0-9]* expired idempotency key\(s\)\.\n", result.stdout)
+    assert asyncio.run(setup_and_read((), insert=False)) == {(alice, "new"), (bob, "new")}

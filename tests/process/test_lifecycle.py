@@ -26,32 +26,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.asgi import build_app
-from config.settings import DEFAULT_SHUTDOWN_GRACE_SECONDS, Settings, SettingsError
+from config.settings import DEFAULT_SHUTDOWN_GRACE_SECONDS, Settings
 from db.engine import create_engine
 from db.models import Task
 from db.schema_migrations import upgrade
-from tests.conftest import TEST_SECRET
-from tests.processes import ServeProcess, Servers, bearer, serve_env
+from tests.support.servers import ServeProcess, Servers, serve_env
+from tests.support.tokens import TEST_SECRET, bearer
 
 WAIT_SECONDS = 30  # upper bound for every condition these tests wait on (generous: only a failure waits it out)
-
-
-def test_shutdown_grace_seconds_setting() -> None:
-    assert Settings.from_env({}).shutdown_grace_seconds == DEFAULT_SHUTDOWN_GRACE_SECONDS == 20
-    assert Settings.from_env({"SHUTDOWN_GRACE_SECONDS": "45"}).shutdown_grace_seconds == 45
-    for bad in ("0", "601", "1.5", "soon"):
-        with pytest.raises(SettingsError) as caught:
-            Settings.from_env({"SHUTDOWN_GRACE_SECONDS": bad})
-        assert caught.value.problems == [
-            f"SHUTDOWN_GRACE_SECONDS must be a whole number of seconds from 1 to 600 (got {bad!r})"
-        ]
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[Servers]:
-    tracker = Servers(tmp_path)
-    yield tracker
-    tracker.stop_all()
 
 
 def asyncpg_url(url: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from tests.test_api_tasks import assert_problem, create
+from tests.support.http import assert_problem, create
 
 Client = AsyncTestClient[Litestar]
 Auth = Callable[..., dict[str, str]]

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection, make_url
 from db.engine import create_engine
 from db.models import metadata
 from db.schema_migrations import downgrade, head_revisions, pending_revisions, upgrade
-from tests.conftest import _admin
+from tests.support.postgres import admin
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -27,11 +27,11 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
         return
     server: str = request.getfixturevalue("postgres_server")
     name = f"todo_migrate_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     try:
         yield make_url(server).set(database=name).render_as_string(hide_password=False)
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def _inspect(url: str) -> tuple[set[str], set[str], list[str], list[object]]:

@@ -2,8 +2,8 @@
 
 In-process tests drive the whole ASGI stack with a clock the test controls, so a window's refill is tested
 without sleeping. The Redis tests use the real server (``TEST_REDIS_URL``, default the local one; with
-``CI=true`` a missing server fails the run) under a key prefix unique to the run, deleted afterwards; the
-shared-count test runs two real ``manage.py serve`` instances on two ports against one Redis.
+``CI=true`` a missing server fails the run) under a key prefix unique to the run, deleted afterwards. Two real
+``manage.py serve`` instances sharing one budget through Redis are in ``tests/process/test_ratelimit_servers.py``.
 
 The limiter never touches the database, so these tests run on SQLite only.
 """
@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -36,12 +35,12 @@ from app.ratelimit import limiter as limiter_module
 from app.ratelimit import redis_limiter
 from app.ratelimit.limiter import MemoryRateLimiter, gcra
 from app.ratelimit.plugin import build_rate_limits, client_key
-from app.ratelimit.redis_limiter import RedisRateLimiter, redis_location
+from app.ratelimit.redis_limiter import RedisRateLimiter
 from config.settings import Rate, Settings, SettingsError
-from tests.conftest import IN_CI, TEST_SECRET
-from tests.test_cli import UNSET_SETTINGS, Server, free_port, manage
+from tests.support.ports import free_port
+from tests.support.redis_server import keys, ping
+from tests.support.tokens import TEST_SECRET
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 PROBLEM = "application/problem+json"
 
 
@@ -363,58 +362,6 @@ def test_bad_redis_urls_are_refused_without_echoing_them(url: str, problem: str)
 # -- Redis ---------------------------------------------------------------------------------------------------
 
 
-def redis_test_url() -> str:
-    return os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL)
-
-
-async def _ping(url: str) -> None:
-    client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        await client.ping()
-    finally:
-        await client.aclose()
-
-
-async def _delete_prefix(url: str, prefix: str) -> None:
-    client = redis.asyncio.Redis.from_url(url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
-async def _keys(url: str, prefix: str) -> list[bytes]:
-    client = redis.asyncio.Redis.from_url(url)
-    try:
-        return sorted([key async for key in client.scan_iter(match=f"{prefix}*")])
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """A reachable Redis (fails in CI when there is none; skips elsewhere)."""
-    url = redis_test_url()
-    try:
-        asyncio.run(_ping(url))
-    except (OSError, redis.RedisError) as exc:
-        message = f"Redis at {url} is unreachable: {exc!r}"
-        if IN_CI:
-            pytest.fail(message + " (CI must run the Redis tests)")
-        pytest.skip(message)
-    return url
-
-
-@pytest.fixture
-def redis_prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test's own; its keys are deleted afterwards."""
-    prefix = f"todo-backend-test-{uuid.uuid4().hex[:12]}:"
-    yield prefix
-    asyncio.run(_delete_prefix(redis_url, prefix))
-
-
 async def test_redis_counts_like_memory(redis_url: str, redis_prefix: str, clock: FakeClock) -> None:
     """The Lua script and the Python step agree on every decision, through bursts, waits and refills."""
     memory = MemoryRateLimiter(clock)
@@ -426,7 +373,7 @@ async def test_redis_counts_like_memory(redis_url: str, redis_prefix: str, clock
             expected = await memory.hit("k", Rate(7, 60))
             assert await shared.hit("k", Rate(7, 60)) == expected
         key = f"{redis_prefix}ratelimit:k".encode()
-        assert await _keys(redis_url, redis_prefix) == [key]
+        assert await keys(redis_url, redis_prefix) == [key]
     finally:
         await shared.close()
 
@@ -504,7 +451,7 @@ async def test_limits_come_back_when_redis_does(
         deadline = time.monotonic() + 10
         while True:
             try:
-                await _ping(url)
+                await ping(url)
                 break
             except (OSError, redis.RedisError):
                 assert time.monotonic() < deadline, "redis-server did not start"
@@ -520,58 +467,3 @@ async def test_limits_come_back_when_redis_does(
         if process is not None:
             process.terminate()
             await asyncio.wait_for(process.wait(), timeout=10)
-
-
-def test_check_reports_redis(redis_url: str, sqlite_database: str, tmp_path: Path) -> None:
-    env = {**os.environ, **UNSET_SETTINGS, "DATA_DIR": str(tmp_path), "DATABASE_URL": sqlite_database}
-    reachable = manage("check", env={**env, "REDIS_URL": redis_url})
-    assert reachable.returncode == 0, reachable.stderr
-    assert f"redis: ok ({redis_location(redis_url)})" in reachable.stdout
-    port = free_port()
-    down = manage("check", env={**env, "REDIS_URL": f"redis://:hunter2@127.0.0.1:{port}"})
-    assert down.returncode == 1
-    assert f"redis: cannot connect to redis://127.0.0.1:{port}: ConnectionError" in down.stderr
-    assert "hunter2" not in down.stdout + down.stderr
-    assert "redis" not in manage("check", env=env).stdout  # not configured: nothing to check
-
-
-def test_two_servers_share_one_budget_through_redis(
-    redis_url: str, redis_prefix: str, sqlite_database: str, tmp_path: Path
-) -> None:
-    """Two real ``manage.py serve`` instances, concurrent requests to both: the limits hold exactly."""
-    env = {
-        **os.environ,
-        **UNSET_SETTINGS,
-        "DATA_DIR": str(tmp_path / "data"),
-        "DATABASE_URL": sqlite_database,
-        "BETTER_AUTH_SECRET": TEST_SECRET,
-        "RATE_LIMIT": "5/hour",  # one request back every 12 minutes: nothing refills during the test
-        "RATE_LIMIT_ANONYMOUS": "4/hour",
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": redis_prefix,
-        "LOG_LEVEL": "WARNING",
-    }
-    token = manage("createtoken", "shared-user", env=env).stdout.strip()
-    servers = [Server(env), Server(env)]
-    try:
-        for server in servers:
-            server.wait_until_healthy()
-
-        async def fire(headers: dict[str, str], count: int) -> list[int]:
-            async with httpx.AsyncClient(timeout=10) as a, httpx.AsyncClient(timeout=10) as b:
-                clients = [(a, servers[0].url), (b, servers[1].url)]
-                responses = await asyncio.gather(
-                    *(
-                        clients[n % 2][0].get(f"{clients[n % 2][1]}/api/shared-user/tasks", headers=headers)
-                        for n in range(count)
-                    )
-                )
-            return [r.status_code for r in responses]
-
-        user_statuses = asyncio.run(fire({"Authorization": f"Bearer {token}"}, 20))
-        assert sorted(user_statuses) == [200] * 5 + [429] * 15
-        anonymous_statuses = asyncio.run(fire({}, 12))
-        assert sorted(anonymous_statuses) == [401] * 4 + [429] * 8
-    finally:
-        outputs = [server.stop() for server in servers]
-    assert all("rate limits are not enforced" not in output for output in outputs)

@@ -1,4 +1,4 @@
-"""schemathesis hooks for tests/test_schemathesis.py (loaded by the ``schemathesis run`` it starts).
+"""schemathesis hooks for tests/process/test_schemathesis.py (loaded by the ``schemathesis run`` it starts).
 
 Every request to a task route carries a valid token for the ``{user_id}`` in its own path, so whatever user id
 schemathesis generates, the call reaches the handlers as that user (a token for another user would be a
@@ -13,7 +13,7 @@ Two rules of the API cannot be written in JSON Schema, and ``before_call`` keeps
 Two headers depend on state the generator cannot know: an ``If-Match`` it makes up names a version the task does
 not have (a documented 412, but to schemathesis a valid request rejected), so it is left out; an
 ``Idempotency-Key`` it reuses with another body is a documented 422, so each call gets a fresh key. Both have
-their own tests (tests/test_api_etags.py, tests/test_idempotency.py).
+their own tests (tests/api/test_api_etags.py, tests/api/test_idempotency.py).
 """
 
 from __future__ import annotations

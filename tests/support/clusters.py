@@ -35,7 +35,8 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import IN_CI
+from tests.support.environment import IN_CI
+from tests.support.ports import free_port
 
 
 def _pg_bin() -> Path:
@@ -53,14 +54,6 @@ PG_BIN = _pg_bin()
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 START_TIMEOUT_SECONDS = 30
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def unavailable(message: str) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from db.url import DatabaseURLError, translate_database_url
+from db.url import DatabaseURLError, PoolerMode, pooler_connect_args, translate_database_url
 
 NEON = (
     "postgresql://alex:AbC123dEf@ep-cool-darkness-123456.us-east-2.aws.neon.tech/dbname"
@@ -79,3 +81,26 @@ def test_unusable_urls_are_refused_without_echoing_the_password(url: str) -> Non
 
 def test_render_hides_the_password() -> None:
     assert "AbC123dEf" not in translate_database_url(NEON).render()
+
+
+# -- when the pooler settings apply ------------------------------------------------------------------------
+
+NEON_DIRECT = "postgresql://alex:AbC123dEf@ep-cool-darkness-123456.us-east-2.aws.neon.tech/neondb?sslmode=require"
+NEON_POOLED = NEON_DIRECT.replace("ep-cool-darkness-123456", "ep-cool-darkness-123456-pooler")
+POOLER_ARGS = {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+
+
+@pytest.mark.parametrize(
+    ("url", "mode", "expected"),
+    [
+        (NEON_POOLED, "auto", POOLER_ARGS),  # Neon's pooled host is recognised by its name
+        (NEON_DIRECT, "auto", {}),
+        ("postgresql://u@db.example.com/x", "auto", {}),
+        ("postgresql://u@pooler.example.com/x", "auto", {}),  # only a first label ending in -pooler counts
+        ("postgresql://u@127.0.0.1:6432/x", "pgbouncer", POOLER_ARGS),  # any other PgBouncer: say so
+        (NEON_POOLED, "none", {}),  # a PgBouncer with prepared statement support (1.21+) can opt out
+        ("sqlite:///x.db", "pgbouncer", {}),
+    ],
+)
+def test_pooler_settings_apply_to_pooled_hosts_or_when_asked(url: str, mode: PoolerMode, expected: Any) -> None:
+    assert pooler_connect_args(translate_database_url(url), mode) == expected

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -14,6 +13,7 @@ from litestar.testing import AsyncTestClient
 
 from app.asgi import build_app
 from config.settings import DatabaseLimits, Settings
+from tests.support.ports import free_port
 
 Client = AsyncTestClient[Litestar]
 Auth = Callable[..., dict[str, str]]
@@ -27,10 +27,7 @@ TASK_ROUTES = {
 @pytest.fixture
 def closed_port() -> int:
     """A local TCP port with nothing listening: connections are refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return free_port()
 
 
 async def test_health_is_ok(client: Client) -> None:
@@ -42,6 +39,7 @@ async def test_health_is_ok(client: Client) -> None:
     assert ready.json() == {"status": "ok"}
 
 
+@pytest.mark.slow  # waits out the connection retries, per database
 async def test_unreachable_database(settings: Settings, closed_port: int, auth: Auth) -> None:
     """Liveness stays up, readiness and API calls answer 503 problems with Retry-After."""
     down = replace(

@@ -23,7 +23,7 @@ from config.settings import DatabaseLimits
 from db.database import PostgresDatabase, open_database
 from db.pool import DatabaseUnavailableError, PoolExhaustedError, _LoopLagError, _unless_the_loop_lags
 from db.query import Query
-from tests.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.postgres
 
@@ -201,6 +201,7 @@ async def test_a_statement_cut_off_by_cancellation_never_lends_its_connection_ag
     assert await pid_of(database) != first
 
 
+@pytest.mark.slow  # waits out a connect timeout
 async def test_waiters_fail_at_once_when_the_database_stops_answering(
     open_pool: Callable[..., PostgresDatabase], proxy: TcpProxy
 ) -> None:

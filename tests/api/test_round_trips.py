@@ -33,8 +33,11 @@ from app.asgi import build_app
 from app.auth.tokens import issue_token
 from config.settings import DatabaseLimits, Settings
 from db.database import PostgresDatabase, SQLiteDatabase
-from tests.conftest import TEST_SECRET
-from tests.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.tokens import TEST_SECRET
+
+# Real uvicorn servers on real sockets, PostgreSQL behind a proxy that reads the protocol: about 9 s in all.
+pytestmark = pytest.mark.slow
 
 Client = AsyncTestClient[Litestar]
 Call = Callable[[Client, str, dict[str, str], int], Awaitable[Any]]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 APPS = {"ours", "ours-nolimit", "fastapi", "bare"}
 WORKLOADS = {"list", "get", "create", "update", "mix", "feed"}

@@ -40,8 +40,8 @@ from app.auth.jwks import (
 from app.auth.tokens import InvalidTokenError, SharedSecretVerifier, TokenRules
 from app.auth.verifier import build_verifier
 from config.settings import Settings
-from tests.conftest import TEST_SECRET
-from tests.test_auth import assert_401
+from tests.support.http import assert_401
+from tests.support.tokens import TEST_SECRET
 
 Client = AsyncTestClient[Litestar]
 BASE_URL = "http://localhost:3000"  # the Better Auth base URL: its iss and aud
@@ -227,7 +227,7 @@ def jwks_settings(settings: Settings, key_server: KeyServer) -> Settings:
     """JWKS mode as a Better Auth frontend needs it. The shared secret stays set: it must not matter.
 
     Rate limits are off: these tests send hundreds of refused tokens from one address on purpose, to count
-    key fetches; the per-address limit has its own tests (tests/test_ratelimit.py).
+    key fetches; the per-address limit has its own tests (tests/api/test_ratelimit.py).
     """
     assert settings.better_auth_secret == TEST_SECRET
     return replace(

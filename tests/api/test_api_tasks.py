@@ -2,39 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
-Client = AsyncTestClient[Litestar]
-Auth = Callable[..., dict[str, str]]
-
-PROBLEM = "application/problem+json"
-
-
-def assert_problem(response: Any, status: int) -> dict[str, Any]:
-    """The response is an RFC 9457 problem with the given status; returns its body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["type"].startswith("urn:todo-backend:problem:")
-    assert body["title"]
-    assert body["detail"]
-    assert "Traceback" not in response.text
-    return body
-
-
-async def create(client: Client, auth: Auth, user: str, **fields: Any) -> dict[str, Any]:
-    response = await client.post(f"/api/{user}/tasks", json={"title": "a task", **fields}, headers=auth(user))
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
+from tests.support.http import PROBLEM, Auth, Client, assert_problem, create
 
 
 def parse_time(value: str) -> datetime:

@@ -2,7 +2,7 @@
 
 Every single-task response carries a strong ``ETag: "<id>-<version>"``; PUT, PATCH, ``/complete`` and DELETE
 change the task only when ``If-Match`` names its current tag (or is ``*``), else 412 and nothing changes.
-The concurrent case, over a real server, is in ``test_concurrency_http.py``.
+The concurrent case, over a real server, is in ``tests/process/test_concurrency_http.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from tests.test_api_tasks import assert_problem, create
+from tests.support.http import assert_problem, create
 
 Client = AsyncTestClient[Litestar]
 Auth = Callable[..., dict[str, str]]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import Settings, SettingsError
+from config.settings import DEFAULT_SHUTDOWN_GRACE_SECONDS, ConnectionLimits, DatabaseLimits, Settings, SettingsError
 
 
 def load(**env: str) -> Settings:
@@ -115,6 +115,7 @@ def _secret_in_process(data_dir: str, barrier: object) -> str:
     return load(DATA_DIR=data_dir).signing_secret()
 
 
+@pytest.mark.slow  # six spawned Python processes
 def test_workers_racing_at_start_agree_on_one_secret(tmp_path: Path) -> None:
     workers = 6
     context = multiprocessing.get_context("spawn")
@@ -163,3 +164,105 @@ def test_production_jwks_mode_needs_https_issuer_and_audience() -> None:
     assert settings.jwt_jwks_url == "https://app.example.com/api/auth/jwks"
     # Loopback never leaves the machine, so plain http is fine there.
     assert load(**production, **claims, JWT_JWKS_URL="http://127.0.0.1:3000/api/auth/jwks").jwt_jwks_url
+
+
+# -- settings of the database pool, the pooler, the HTTP protocol and shutdown ------------------------------
+
+NEON_DIRECT = "postgresql://alex:AbC123dEf@ep-cool-darkness-123456.us-east-2.aws.neon.tech/neondb?sslmode=require"
+NEON_POOLED = NEON_DIRECT.replace("ep-cool-darkness-123456", "ep-cool-darkness-123456-pooler")
+
+
+def test_shutdown_grace_seconds_setting() -> None:
+    assert Settings.from_env({}).shutdown_grace_seconds == DEFAULT_SHUTDOWN_GRACE_SECONDS == 20
+    assert Settings.from_env({"SHUTDOWN_GRACE_SECONDS": "45"}).shutdown_grace_seconds == 45
+    for bad in ("0", "601", "1.5", "soon"):
+        with pytest.raises(SettingsError) as caught:
+            Settings.from_env({"SHUTDOWN_GRACE_SECONDS": bad})
+        assert caught.value.problems == [
+            f"SHUTDOWN_GRACE_SECONDS must be a whole number of seconds from 1 to 600 (got {bad!r})"
+        ]
+
+
+def test_database_settings_defaults_and_values() -> None:
+    assert Settings.from_env({}).db_options == DatabaseLimits(
+        pool_size=10, max_overflow=10, pool_timeout=5.0, pool_recycle=300, connect_timeout=1.5, statement_timeout=10.0
+    )
+    options = Settings.from_env(
+        {
+            "DB_POOL_SIZE": "2",
+            "DB_MAX_OVERFLOW": "0",
+            "DB_POOL_TIMEOUT": "0.25",
+            "DB_POOL_RECYCLE": "0",
+            "DB_CONNECT_TIMEOUT": "3",
+            "DB_STATEMENT_TIMEOUT": "0",
+        }
+    ).db_options
+    assert options == DatabaseLimits(
+        pool_size=2, max_overflow=0, pool_timeout=0.25, pool_recycle=0, connect_timeout=3.0, statement_timeout=0
+    )
+    assert Settings.from_env({"DB_STATEMENT_TIMEOUT": "2.5"}).db_options.statement_timeout_ms == 2500
+
+
+def test_bad_database_settings_get_one_line_each() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(
+            {
+                "DB_POOL_SIZE": "0",
+                "DB_MAX_OVERFLOW": "-1",
+                "DB_POOL_TIMEOUT": "soon",
+                "DB_POOL_RECYCLE": "1.5",
+                "DB_CONNECT_TIMEOUT": "0",
+                "DB_STATEMENT_TIMEOUT": "0.0001",
+            }
+        )
+    assert caught.value.problems == [
+        "DB_POOL_SIZE must be a whole number from 1 to 100 (got '0')",
+        "DB_MAX_OVERFLOW must be a whole number from 0 to 100 (got '-1')",
+        "DB_POOL_TIMEOUT must be a number of seconds from 0 to 60 (got 'soon')",
+        "DB_POOL_RECYCLE must be a whole number of seconds from 0 to 86400 (got '1.5')",
+        "DB_CONNECT_TIMEOUT must be a number of seconds from 0.1 to 60 (got '0')",
+        "DB_STATEMENT_TIMEOUT must be 0 (off) or a number of seconds from 0.001 to 86400 (got '0.0001')",
+    ]
+
+
+def test_the_connection_limits_are_settings() -> None:
+    assert Settings.from_env({}).connection_limits == ConnectionLimits(
+        max_head_bytes=16384, head_timeout=10.0, body_min_rate=1024, max_connections=2048, drain_seconds=1.0
+    )
+    custom = Settings.from_env(
+        {
+            "MAX_REQUEST_HEAD_BYTES": "8192",
+            "REQUEST_HEAD_TIMEOUT": "2.5",
+            "REQUEST_BODY_MIN_RATE": "0",
+            "MAX_CONNECTIONS": "100",
+            "SHUTDOWN_DRAIN_SECONDS": "0.5",
+        }
+    ).connection_limits
+    assert custom == ConnectionLimits(8192, 2.5, 0, 100, 0.5)
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"MAX_REQUEST_HEAD_BYTES": "10", "REQUEST_HEAD_TIMEOUT": "never", "MAX_CONNECTIONS": "0"})
+    assert len(caught.value.problems) == 3
+
+
+def test_database_pooler_and_migrations_url_settings() -> None:
+    settings = Settings.from_env({"DATABASE_URL": NEON_POOLED})
+    assert settings.database_pooler == "auto"
+    assert settings.migrations_url == NEON_POOLED
+    settings = Settings.from_env(
+        {"DATABASE_URL": NEON_POOLED, "MIGRATIONS_DATABASE_URL": NEON_DIRECT, "DATABASE_POOLER": "PgBouncer"}
+    )
+    assert settings.database_pooler == "pgbouncer"
+    assert settings.migrations_url == NEON_DIRECT
+
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"DATABASE_POOLER": "yes", "MIGRATIONS_DATABASE_URL": "postgresql://h/db?sslmode=maybe"})
+    assert caught.value.problems == [
+        "MIGRATIONS_DATABASE_URL: unknown sslmode 'maybe'",
+        "DATABASE_POOLER must be one of auto, pgbouncer, none (got 'yes')",
+    ]
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"DATABASE_URL": NEON_DIRECT, "MIGRATIONS_DATABASE_URL": "sqlite:///x.db"})
+    assert caught.value.problems == ["MIGRATIONS_DATABASE_URL must be the same kind of database as DATABASE_URL"]
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"MIGRATIONS_DATABASE_URL": "postgresql://u:hunter2@h:port/db"})
+    assert caught.value.problems == ["MIGRATIONS_DATABASE_URL is not a valid database URL"]

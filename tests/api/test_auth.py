@@ -18,7 +18,8 @@ from litestar.testing import AsyncTestClient
 from app.asgi import build_app
 from app.auth.tokens import InvalidTokenError, SharedSecretVerifier, TokenRules, VerifiedToken, VerifiedTokenCache
 from config.settings import Settings
-from tests.conftest import TEST_SECRET
+from tests.support.http import assert_401
+from tests.support.tokens import TEST_SECRET
 
 Client = AsyncTestClient[Litestar]
 
@@ -34,20 +35,6 @@ def claims_for(user: str, **extra: Any) -> dict[str, Any]:
 
 def b64(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-
-
-def assert_401(response: Any, token: str | None = None) -> None:
-    assert response.status_code == 401, response.text
-    assert response.headers["www-authenticate"].startswith("Bearer")
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["status"] == 401
-    assert body["detail"]
-    if token:
-        assert token not in response.text  # the token is never echoed
-        for part in token.split("."):
-            if len(part) > 8:
-                assert part not in response.text
 
 
 async def test_valid_token_is_accepted(client: Client, new_user: Callable[[], str]) -> None:

@@ -14,15 +14,13 @@ database for the whole module.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
-from tests.conftest import TEST_SECRET
-from tests.test_cli import UNSET_SETTINGS, Server
+from tests.support.servers import ServeProcess, serve_env
 
 CONCURRENT = 20
 KEYS = 8
@@ -30,17 +28,11 @@ COPIES_PER_SERVER = 3
 
 
 @pytest.fixture(scope="module")
-def servers(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
+def servers(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServeProcess]]:
     """Two single-process servers on the (already migrated) test database, signing with the test secret."""
-    env = {
-        **os.environ,
-        **UNSET_SETTINGS,
-        "DATA_DIR": str(tmp_path_factory.mktemp("servers")),
-        "DATABASE_URL": database_url,
-        "BETTER_AUTH_SECRET": TEST_SECRET,
-        "LOG_LEVEL": "WARNING",
-    }
-    pair = [Server(env), Server(env)]
+    folder = tmp_path_factory.mktemp("servers")
+    env = serve_env(database_url, folder / "data", LOG_LEVEL="WARNING")
+    pair = [ServeProcess(env, folder / f"serve-{n}.log") for n in range(2)]
     try:
         for server in pair:
             server.wait_until_healthy()
@@ -62,7 +54,7 @@ async def _create(http: httpx.AsyncClient, base: str, user: str, headers: dict[s
 
 
 async def test_concurrent_patches_with_one_etag_let_exactly_one_through(
-    servers: list[Server], auth: Callable[..., dict[str, str]], new_user: Callable[[], str]
+    servers: list[ServeProcess], auth: Callable[..., dict[str, str]], new_user: Callable[[], str]
 ) -> None:
     user = new_user()
     async with http_client() as http:
@@ -86,7 +78,7 @@ async def test_concurrent_patches_with_one_etag_let_exactly_one_through(
 
 
 async def test_concurrent_unconditional_writes_lose_no_update(
-    servers: list[Server], auth: Callable[..., dict[str, str]], new_user: Callable[[], str]
+    servers: list[ServeProcess], auth: Callable[..., dict[str, str]], new_user: Callable[[], str]
 ) -> None:
     """20 toggles at once, no If-Match: each is its own atomic read-modify-write, so the version counts all 20."""
     user = new_user()
@@ -104,7 +96,7 @@ async def test_concurrent_unconditional_writes_lose_no_update(
 
 
 async def test_the_same_key_on_two_instances_at_once_creates_one_task(
-    servers: list[Server], auth: Callable[..., dict[str, str]], new_user: Callable[[], str]
+    servers: list[ServeProcess], auth: Callable[..., dict[str, str]], new_user: Callable[[], str]
 ) -> None:
     user = new_user()
     headers = auth(user)

@@ -28,7 +28,8 @@ import httpx
 import psutil  # type: ignore[import-untyped]  # psutil ships no type information
 import pytest
 
-from tests.processes import ServeProcess, bearer, serve_env
+from tests.support.servers import ServeProcess, serve_env
+from tests.support.tokens import bearer
 
 HEAD_TIMEOUT = 1.0
 
@@ -253,24 +254,3 @@ async def test_a_client_that_hangs_up_mid_body_is_one_info_line_and_no_500(serve
     assert "HTTP 500" not in output
     assert "ERROR" not in output
     assert output.count("client disconnected before its request was complete") == 1
-
-
-def test_the_connection_limits_are_settings() -> None:
-    from config.settings import ConnectionLimits, Settings, SettingsError  # noqa: PLC0415
-
-    assert Settings.from_env({}).connection_limits == ConnectionLimits(
-        max_head_bytes=16384, head_timeout=10.0, body_min_rate=1024, max_connections=2048, drain_seconds=1.0
-    )
-    custom = Settings.from_env(
-        {
-            "MAX_REQUEST_HEAD_BYTES": "8192",
-            "REQUEST_HEAD_TIMEOUT": "2.5",
-            "REQUEST_BODY_MIN_RATE": "0",
-            "MAX_CONNECTIONS": "100",
-            "SHUTDOWN_DRAIN_SECONDS": "0.5",
-        }
-    ).connection_limits
-    assert custom == ConnectionLimits(8192, 2.5, 0, 100, 0.5)
-    with pytest.raises(SettingsError) as caught:
-        Settings.from_env({"MAX_REQUEST_HEAD_BYTES": "10", "REQUEST_HEAD_TIMEOUT": "never", "MAX_CONNECTIONS": "0"})
-    assert len(caught.value.problems) == 3

@@ -1,50 +1,46 @@
-"""``manage.py serve`` as a real server process that tests signal, kill and restart.
+"""``manage.py`` in real processes: :func:`manage` runs a command, :class:`ServeProcess` is the one server launcher.
 
-Unlike ``tests/test_cli.py``'s ``Server``, the output goes to a file (a pipe nobody reads fills up under
-load and stalls the server) and the test sees the process id, its workers and its exit status.
+A server's output goes to a file, never a pipe (a pipe nobody reads fills up under load and stalls the server);
+the test sees the process id, its workers, its output and its exit status. :func:`serve_env` is the
+environment of a server on a test database that accepts :func:`tests.support.tokens.bearer` tokens.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil  # type: ignore[import-untyped]  # psutil ships no type information
 
-from app.auth.tokens import issue_token
-from config.settings import Settings
-from tests.clusters import free_port
-from tests.conftest import TEST_SECRET
-from tests.test_cli import UNSET_SETTINGS
+from tests.support.environment import clean_env
+from tests.support.ports import free_port
+from tests.support.tokens import TEST_SECRET
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def manage(*args: str, env: Mapping[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python manage.py *args`` from the project root; its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def serve_env(database_url: str, data_dir: Path, **settings: str) -> dict[str, str]:
-    """The environment of a server on ``database_url`` that accepts :func:`bearer` tokens."""
-    return {
-        **os.environ,
-        **UNSET_SETTINGS,
-        "APP_ENV": "test",
-        "DATA_DIR": str(data_dir),
-        "DATABASE_URL": database_url,
-        "BETTER_AUTH_SECRET": TEST_SECRET,
-        **settings,
-    }
-
-
-def bearer(user_id: str) -> dict[str, str]:
-    """``Authorization`` headers that a server started with :func:`serve_env` accepts."""
-    token = issue_token(Settings(better_auth_secret=TEST_SECRET), user_id, timedelta(minutes=10))
-    return {"Authorization": f"Bearer {token}"}
+    """The environment of a server on ``database_url`` that accepts :func:`tests.support.tokens.bearer` tokens."""
+    return clean_env(data_dir, APP_ENV="test", DATABASE_URL=database_url, BETTER_AUTH_SECRET=TEST_SECRET, **settings)
 
 
 class ServeProcess:
@@ -73,14 +69,14 @@ class ServeProcess:
         """Everything the server printed so far."""
         return self.log.read_text(errors="replace")
 
-    def wait_until_healthy(self, timeout: float = 90) -> None:
-        """Wait until ``/health`` answers 200."""
+    def wait_until_healthy(self, timeout: float = 90, path: str = "/health") -> None:
+        """Wait until ``path`` (``/health``, or ``/health/ready`` to wait for the database too) answers 200."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"server exited early with {self.process.returncode}:\n{self.output()}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{path}", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -109,8 +105,8 @@ class ServeProcess:
         """Wait for the process to exit; its status (negative: the signal that ended it)."""
         return self.process.wait(timeout=timeout)
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it does not stop (teardown)."""
+    def stop(self) -> str:
+        """SIGTERM, then SIGKILL if it does not stop (teardown); everything the server printed."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -120,6 +116,7 @@ class ServeProcess:
                     worker.kill()
                 self.process.kill()
                 self.process.wait()
+        return self.output()
 
 
 class Servers:

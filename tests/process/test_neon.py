@@ -7,7 +7,6 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
@@ -19,68 +18,12 @@ from sqlalchemy.exc import DBAPIError
 
 from app.asgi import build_app
 from app.errors import handle_unexpected
-from config.settings import DatabaseLimits, Settings, SettingsError
+from config.settings import DatabaseLimits, Settings
 from db.engine import create_engine
-from db.url import PoolerMode, pooler_connect_args, translate_database_url
-from tests.clusters import Cluster, PgBouncer, running_pgbouncer, self_signed_certificate, throwaway_cluster
-from tests.conftest import TEST_SECRET
-from tests.processes import Servers, bearer, serve_env
-from tests.test_cli import manage
-
-NEON_DIRECT = "postgresql://alex:AbC123dEf@ep-cool-darkness-123456.us-east-2.aws.neon.tech/neondb?sslmode=require"
-NEON_POOLED = NEON_DIRECT.replace("ep-cool-darkness-123456", "ep-cool-darkness-123456-pooler")
-POOLER_ARGS = {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[Servers]:
-    tracker = Servers(tmp_path)
-    yield tracker
-    tracker.stop_all()
-
-
-# --- When the pooler settings apply ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("url", "mode", "expected"),
-    [
-        (NEON_POOLED, "auto", POOLER_ARGS),  # Neon's pooled host is recognised by its name
-        (NEON_DIRECT, "auto", {}),
-        ("postgresql://u@db.example.com/x", "auto", {}),
-        ("postgresql://u@pooler.example.com/x", "auto", {}),  # only a first label ending in -pooler counts
-        ("postgresql://u@127.0.0.1:6432/x", "pgbouncer", POOLER_ARGS),  # any other PgBouncer: say so
-        (NEON_POOLED, "none", {}),  # a PgBouncer with prepared statement support (1.21+) can opt out
-        ("sqlite:///x.db", "pgbouncer", {}),
-    ],
-)
-def test_pooler_settings_apply_to_pooled_hosts_or_when_asked(url: str, mode: PoolerMode, expected: Any) -> None:
-    assert pooler_connect_args(translate_database_url(url), mode) == expected
-
-
-def test_database_pooler_and_migrations_url_settings() -> None:
-    settings = Settings.from_env({"DATABASE_URL": NEON_POOLED})
-    assert settings.database_pooler == "auto"
-    assert settings.migrations_url == NEON_POOLED
-    settings = Settings.from_env(
-        {"DATABASE_URL": NEON_POOLED, "MIGRATIONS_DATABASE_URL": NEON_DIRECT, "DATABASE_POOLER": "PgBouncer"}
-    )
-    assert settings.database_pooler == "pgbouncer"
-    assert settings.migrations_url == NEON_DIRECT
-
-    with pytest.raises(SettingsError) as caught:
-        Settings.from_env({"DATABASE_POOLER": "yes", "MIGRATIONS_DATABASE_URL": "postgresql://h/db?sslmode=maybe"})
-    assert caught.value.problems == [
-        "MIGRATIONS_DATABASE_URL: unknown sslmode 'maybe'",
-        "DATABASE_POOLER must be one of auto, pgbouncer, none (got 'yes')",
-    ]
-    with pytest.raises(SettingsError) as caught:
-        Settings.from_env({"DATABASE_URL": NEON_DIRECT, "MIGRATIONS_DATABASE_URL": "sqlite:///x.db"})
-    assert caught.value.problems == ["MIGRATIONS_DATABASE_URL must be the same kind of database as DATABASE_URL"]
-    with pytest.raises(SettingsError) as caught:
-        Settings.from_env({"MIGRATIONS_DATABASE_URL": "postgresql://u:hunter2@h:port/db"})
-    assert caught.value.problems == ["MIGRATIONS_DATABASE_URL is not a valid database URL"]
-
+from db.url import PoolerMode
+from tests.support.clusters import Cluster, PgBouncer, running_pgbouncer, self_signed_certificate, throwaway_cluster
+from tests.support.servers import Servers, manage, serve_env
+from tests.support.tokens import TEST_SECRET, bearer
 
 # --- TLS for real ---------------------------------------------------------------------------------
 

@@ -182,7 +182,7 @@ async def test_sigterm_finishes_accepted_requests_refuses_new_ones_and_exits_0(
     assert "patched while stopping" in rows
     assert rows["seed 1"]["description"] == "put while stopping"
     assert rows["seed 2"]["completed"] is True
-    assert "seed 3" not in rows
+    assert rows["seed 3"]["deleted_at"] is not None  # deleted: in the trash
 
 
 @pytest.mark.postgres

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cache
 from http import HTTPStatus
+from importlib.util import find_spec
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from litestar import MediaType, Request, get
+import msgspec
+from litestar import MediaType, Request, Response, Router, get
 from litestar.openapi import OpenAPIConfig, ResponseSpec
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components, OpenAPIHeader, OpenAPIResponse, Operation, Schema, SecurityScheme
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
+from litestar.params import FromPath
 
-from app.errors import PROBLEM_MEDIA_TYPE, ProblemDetail
+from app.errors import PROBLEM_MEDIA_TYPE, ProblemDetail, problem
 
 if TYPE_CHECKING:
     from litestar.handlers import HTTPRouteHandler
@@ -18,7 +25,6 @@ if TYPE_CHECKING:
     from litestar.types.internal_types import PathParameterDefinition
 
 BEARER_SCHEME = "BearerToken"
-_SWAGGER = SwaggerRenderPlugin(path="/swagger")
 
 _DESCRIPTIONS = {
     400: "Invalid body, query or path value; `errors` lists each field and what is wrong.",
@@ -32,6 +38,52 @@ _DESCRIPTIONS = {
     "`Retry-After` seconds.",
     503: "The database is unavailable; retry after `Retry-After` seconds.",
 }
+
+
+# Every response header the API documents, with its schema: one table, applied to every operation by ApiOperation.
+# Numbers are sent as decimal digits; the schema says what they mean (openapi-typescript types them as numbers).
+_COUNT = Schema(type=OpenAPIType.INTEGER, minimum=0)
+_TEXT = Schema(type=OpenAPIType.STRING)
+HEADER_SCHEMAS: dict[str, Schema] = {
+    "ETag": Schema(type=OpenAPIType.STRING, pattern='^"[1-9][0-9]*-[1-9][0-9]*"$'),
+    "X-Total-Count": _COUNT,
+    "Link": Schema(type=OpenAPIType.STRING, pattern='^<[^>]+>; rel="next"$'),
+    "Location": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.URI_REFERENCE),
+    "Idempotent-Replayed": Schema(type=OpenAPIType.STRING, enum=["true"]),
+    "Retry-After": _COUNT,
+    "WWW-Authenticate": _TEXT,
+    "RateLimit-Limit": _COUNT,
+    "RateLimit-Remaining": _COUNT,
+    "RateLimit-Reset": _COUNT,
+    "RateLimit-Policy": Schema(type=OpenAPIType.STRING, pattern="^[0-9]+;w=[0-9]+$"),
+}
+# Headers on error responses: (description, required).
+_ERROR_HEADERS: dict[int, dict[str, tuple[str, bool]]] = {
+    401: {"WWW-Authenticate": ("`Bearer`, with `error` and `error_description` when a token was sent.", False)},
+    409: {"Retry-After": ("Seconds to wait before retrying.", False)},
+    429: {"Retry-After": ("Seconds until a request fits the budget again.", True)},
+    503: {"Retry-After": ("Seconds to wait before retrying.", False)},
+}
+
+
+@dataclass
+class ApiOperation(Operation):
+    """Every operation of the API: each documented response header gets its schema from ``HEADER_SCHEMAS``
+    (Litestar leaves documentation-only headers without one, which generators read as ``unknown``), error
+    responses get the headers they carry, and headers are listed in name order so the document is the same on
+    every run."""
+
+    def __post_init__(self) -> None:
+        for status, response in (self.responses or {}).items():
+            if not isinstance(response, OpenAPIResponse):
+                continue
+            headers = dict(response.headers or {})
+            for name, (description, required) in _ERROR_HEADERS.get(int(status), {}).items():
+                headers[name] = OpenAPIHeader(description=description, required=required)
+            for name, header in headers.items():
+                if isinstance(header, OpenAPIHeader) and header.schema is None and name in HEADER_SCHEMAS:
+                    header.schema = HEADER_SCHEMAS[name]
+            response.headers = dict(sorted(headers.items())) or None
 
 
 def problem_responses(*statuses: int, rate_limited: bool = True) -> dict[int, ResponseSpec]:
@@ -61,24 +113,39 @@ def operation_id(
     return first + "".join(word.title() for word in rest)
 
 
-def openapi_config(version: str) -> OpenAPIConfig:
-    """The schema at ``/schema/openapi.json``, Swagger UI at ``/docs``."""
+_SECURITY_DESCRIPTIONS = {
+    False: "A JWT signed with HS256 and the shared secret `BETTER_AUTH_SECRET`; its `sub` claim is the user id. "
+    "In development, `python manage.py createtoken <user_id>` prints one.",
+    True: "A JWT from Better Auth's JWT plugin (`authClient.token()` or the `set-auth-jwt` response header), "
+    "signed with one of the asymmetric keys (EdDSA, ES256, RS256, PS256, …) published at `JWT_JWKS_URL`; its "
+    "`sub` claim is the user id. HS256 tokens are refused in this mode.",
+}
+
+
+def openapi_config(version: str, *, jwks: bool = False) -> OpenAPIConfig:
+    """The schema at ``/schema/openapi.json`` (``jwks``: tokens are verified with a key set, not the secret)."""
     return OpenAPIConfig(
         title="todo-backend",
         version=version,
         description=(
             "A multi-user task API. Every `/api/{user_id}/tasks` route needs `Authorization: Bearer <JWT>`; "
-            "a user reaches only their own tasks. Errors are RFC 9457 problem details."
+            "a user reaches only their own tasks. Errors are RFC 9457 problem details (`application/problem+json`). "
+            "Request bodies are decoded strictly: a boolean is `true` or `false`, a number a JSON number."
         ),
         path="/schema",
-        render_plugins=[JsonRenderPlugin(), _SWAGGER],
+        render_plugins=[JsonRenderPlugin()],
+        openapi_router=Router(
+            "/schema",
+            route_handlers=[],
+            include_in_schema=False,
+            dto=None,
+            return_dto=None,
+            after_request=_not_found_as_problem,
+        ),
         components=Components(
             security_schemes={
                 BEARER_SCHEME: SecurityScheme(
-                    type="http",
-                    scheme="bearer",
-                    bearer_format="JWT",
-                    description="An HS256 JWT signed with BETTER_AUTH_SECRET; `sub` is the user id.",
+                    type="http", scheme="bearer", bearer_format="JWT", description=_SECURITY_DESCRIPTIONS[jwks]
                 )
             }
         ),
@@ -88,7 +155,98 @@ def openapi_config(version: str) -> OpenAPIConfig:
     )
 
 
+def _not_found_as_problem(response: Response[Any]) -> Response[Any]:
+    """Litestar answers unknown paths under ``/schema/`` with an HTML page; every error here is problem+json."""
+    if response.status_code == HTTPStatus.NOT_FOUND:
+        return problem(404, "No such document: the OpenAPI document is /schema/openapi.json, its docs page /docs.")
+    return response
+
+
+# -- /docs: Swagger UI, served by the app itself ----------------------------------------------------------------
+# Swagger UI's files come from the pinned Python package swagger-ui-py (Apache-2.0; see docs/api.md), found without
+# importing it (its package imports web-framework glue this app does not need). Nothing is loaded from elsewhere:
+# the page's Content-Security-Policy (app/edge.py, DOCS_HEADERS) allows scripts, styles and requests to this origin
+# only.
+
+_SWAGGER_UI_SPEC = find_spec("swagger_ui")
+_SWAGGER_UI_STATIC = (
+    Path(next(iter(_SWAGGER_UI_SPEC.submodule_search_locations or ()))) / "static" if _SWAGGER_UI_SPEC else None
+)
+DOCS_ASSETS = "/docs/assets"
+_ASSET_FILES = {
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "favicon-32x32.png": "image/png",
+}
+# Inline scripts are not allowed by the page's policy, so the start-up code is a file of its own.
+_DOCS_SCRIPT = b"""window.ui = SwaggerUIBundle({
+  url: "/schema/openapi.json",
+  dom_id: "#swagger-ui",
+  deepLinking: true,
+  validatorUrl: null,
+  presets: [SwaggerUIBundle.presets.apis],
+  layout: "BaseLayout",
+});
+"""
+_DOCS_PAGE = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>todo-backend API</title>
+<link rel="stylesheet" href="{DOCS_ASSETS}/swagger-ui.css">
+<link rel="icon" type="image/png" href="{DOCS_ASSETS}/favicon-32x32.png">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="{DOCS_ASSETS}/swagger-ui-bundle.js"></script>
+<script src="{DOCS_ASSETS}/docs.js"></script>
+</body>
+</html>
+""".encode()
+
+
 @get("/docs", include_in_schema=False, media_type=MediaType.HTML, sync_to_thread=False)
-def docs_page(request: Request[Any, Any, Any]) -> bytes:
+def docs_page() -> bytes:
     """Swagger UI for ``/schema/openapi.json`` at the short, familiar ``/docs`` address."""
-    return _SWAGGER.render(request, request.app.openapi_schema.to_schema())
+    return _DOCS_PAGE
+
+
+@get(f"{DOCS_ASSETS}/{{name:str}}", include_in_schema=False, sync_to_thread=False)
+def docs_asset(name: FromPath[str]) -> Response[bytes]:
+    """One of the docs page's files; anything else is a 404 problem."""
+    if name == "docs.js":
+        return Response(_DOCS_SCRIPT, media_type="text/javascript; charset=utf-8")
+    if name not in _ASSET_FILES or _SWAGGER_UI_STATIC is None:
+        return problem(404, f"No such file of the docs page: {name}.")  # type: ignore[return-value]
+    return Response(_asset(name), media_type=_ASSET_FILES[name])
+
+
+@cache
+def _asset(name: str) -> bytes:
+    assert _SWAGGER_UI_STATIC is not None  # noqa: S101 - checked by the caller
+    return (_SWAGGER_UI_STATIC / name).read_bytes()
+
+
+class ApiIndex(msgspec.Struct):
+    """Where to go from ``/``."""
+
+    name: str
+    version: str
+    docs: str
+    openapi: str
+    health: str
+    tasks: str
+
+
+@get("/", include_in_schema=False, sync_to_thread=False)
+def index(request: Request[Any, Any, Any]) -> ApiIndex:
+    """A small JSON index of links, so that ``/`` is not a 404."""
+    return ApiIndex(
+        name="todo-backend",
+        version=request.app.openapi_config.version if request.app.openapi_config else "",
+        docs="/docs",
+        openapi="/schema/openapi.json",
+        health="/health",
+        tasks="/api/{user_id}/tasks",
+    )

@@ -62,9 +62,10 @@ class InvalidRequestError(ValueError):
 
 def decode_body(raw: bytes, body_type: Any) -> Any:
     """``raw`` as ``body_type`` (a Struct, or a Struct or ``None``), or :class:`InvalidRequestError` naming every bad
-    field. Coercion is as lax as Litestar's own (``"true"`` is a boolean)."""
+    field. Decoding is strict, as the OpenAPI document says: a boolean is ``true`` or ``false``, a number is a
+    JSON number, a string a JSON string (no ``"true"``, ``1`` or ``"5"`` in their place)."""
     try:
-        return msgspec.json.decode(raw, type=body_type, strict=False)
+        return msgspec.json.decode(raw, type=body_type, strict=True)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         raise InvalidRequestError(body_errors(raw, body_type)) from None
 
@@ -86,7 +87,7 @@ def body_errors(raw: bytes, body_type: Any) -> list[FieldError]:  # noqa: PLR091
     if errors:
         return errors
     try:  # each field is fine on its own: the struct's own checks (__post_init__) refused the whole
-        msgspec.convert(document, struct, strict=False)
+        msgspec.convert(document, struct, strict=True)
     except msgspec.ValidationError as exc:
         cause = exc.__cause__
         if isinstance(cause, InvalidFieldError):
@@ -133,7 +134,7 @@ def _field_errors(struct: type[msgspec.Struct], field: mi.Field, document: dict[
         return [FieldError(name, "is required", "body")] if field.required else []
     value = document[name]
     try:
-        msgspec.convert(value, _annotations(struct)[field.name], strict=False)
+        msgspec.convert(value, _annotations(struct)[field.name], strict=True)
     except msgspec.ValidationError as exc:
         if isinstance(exc.__cause__, InvalidFieldError):
             return [FieldError(exc.__cause__.field, exc.__cause__.message, "body")]

@@ -18,7 +18,7 @@ from litestar.params import JSONBody, Parameter
 from sqlalchemy import not_
 
 from app.access import BEARER
-from app.openapi import BEARER_SCHEME, problem_responses
+from app.openapi import BEARER_SCHEME, ApiOperation, problem_responses
 from app.ratelimit.plugin import RATE_LIMIT_HEADERS
 from app.tasks import list_request as listed
 from app.tasks.etags import etag, if_match_versions
@@ -72,6 +72,11 @@ async def provide_tasks(
     return TaskRepository(owner_id=request.user, executor=request.app.state.database)
 
 
+_UPDATE_DESCRIPTION = (
+    "Sets the fields sent; the others keep their value (PUT and PATCH do the same). The body must carry at "
+    "least one of `title`, `description`, `completed`, `priority`, `due_date`, `tags`: `{}` is a 400. "
+    "`null` clears `description` or `due_date`."
+)
 TASKS_ROUTE = "tasks"
 TASK_ROUTE = "task"
 
@@ -118,6 +123,7 @@ class TaskController(Controller):
                 name="Link", description='`<url>; rel="next"` when there is a next page.', documentation_only=True
             ),
         ],
+        operation_class=ApiOperation,
     )
     async def list_tasks(
         self,
@@ -207,6 +213,7 @@ class TaskController(Controller):
         summary="Get a task",
         responses=problem_responses(400, 401, 403, 404),
         response_headers=[ETAG_HEADER],
+        operation_class=ApiOperation,
     )
     async def get_task(self, tasks: Tasks, task_id: TaskId) -> Response[TaskRead]:
         """One task."""
@@ -215,6 +222,7 @@ class TaskController(Controller):
     @put(
         "/{task_id:str}",
         summary="Update a task",
+        description=_UPDATE_DESCRIPTION,
         responses=problem_responses(400, 401, 403, 404, 412),
         response_headers=[ETAG_HEADER],
         operation_class=UpdateTaskOperation,
@@ -228,6 +236,7 @@ class TaskController(Controller):
     @patch(
         "/{task_id:str}",
         summary="Update part of a task",
+        description=_UPDATE_DESCRIPTION,
         responses=problem_responses(400, 401, 403, 404, 412),
         response_headers=[ETAG_HEADER],
         operation_class=UpdateTaskOperation,
@@ -258,6 +267,7 @@ class TaskController(Controller):
         summary="Delete a task",
         status_code=204,
         responses=problem_responses(400, 401, 403, 404, 412),
+        operation_class=ApiOperation,
     )
     async def delete_task(self, tasks: Tasks, task_id: TaskId, if_match: IfMatch = None) -> None:
         """Delete a task."""

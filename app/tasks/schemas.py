@@ -48,23 +48,13 @@ NO_NUL_PATTERN = f"^{_NOT_NUL}*$"  # PostgreSQL cannot store NUL
 # A due date: RFC 3339 `date` or `date-time` (formats below), less what Python's datetime cannot hold: year 0,
 # leap seconds, and date-times on the calendar's first and last day, which an offset could move out of range.
 UNREPRESENTABLE_DATE_PATTERN = r"^0000-|^(?:0001-01-01|9999-12-31)[Tt]|[Tt][0-9]{2}:[0-9]{2}:60"
-# Keys are Litestar Schema attributes; values are JSON Schema as written in the document.
-DUE_DATE_SCHEMA: dict[str, Any] = {
-    "any_of": [
-        {"format": format_, "not": {"type": "string", "pattern": UNREPRESENTABLE_DATE_PATTERN}}
-        for format_ in ("date", "date-time")
-    ]
-}
-# msgspec's lax mode, which Litestar decodes bodies with: a boolean also accepts 0/1 and "true"/"false"/"1"/"0".
-LAX_BOOLEAN_SCHEMA: dict[str, Any] = {
-    "type": None,
-    "one_of": None,
-    "any_of": [
-        {"type": "boolean"},
-        {"enum": [0, 1]},
-        {"type": "string", "pattern": "^(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|0|1)$"},
-    ],
-}
+# Keys are Litestar Schema attributes; values are JSON Schema as written in the document. Each branch names its
+# type, so that generators read the whole as "a string or null" (openapi-typescript: ``string | null``).
+_DATE_BRANCHES: list[dict[str, Any]] = [
+    {"type": "string", "format": format_, "not": {"type": "string", "pattern": UNREPRESENTABLE_DATE_PATTERN}}
+    for format_ in ("date", "date-time")
+]
+DUE_DATE_SCHEMA: dict[str, Any] = {"type": None, "one_of": None, "any_of": [*_DATE_BRANCHES, {"type": "null"}]}
 
 Title = Annotated[
     str,
@@ -114,7 +104,6 @@ Tags = Annotated[
         },
     ),
 ]
-LaxBool = Annotated[bool, Meta(extra_json_schema={"extra": LAX_BOOLEAN_SCHEMA})]
 
 
 def invalid(field: str, message: str) -> InvalidFieldError:
@@ -189,8 +178,10 @@ class TaskCreate(Struct, kw_only=True):
 
     title: Title
     description: Description | None = None
-    completed: LaxBool = False
-    priority: PriorityName = "medium"
+    # UNSET, not the default itself: a schema ``default`` makes code generators type the field as required
+    # (openapi-typescript does by default). The defaults are stated in words and applied in values().
+    completed: Annotated[bool, Meta(description="Default: false.")] | UnsetType = UNSET
+    priority: Annotated[PriorityName, Meta(description='Default: "medium".')] | UnsetType = UNSET
     due_date: DueDate | None = None
     tags: Tags = []
 
@@ -207,8 +198,8 @@ class TaskCreate(Struct, kw_only=True):
         return {
             "title": self.title,
             "description": self.description,
-            "completed": self.completed,
-            "priority": Priority[self.priority].value,
+            "completed": False if self.completed is UNSET else self.completed,
+            "priority": Priority["medium" if self.priority is UNSET else self.priority].value,
             "due_date": None if self.due_date is None else parse_due_date(self.due_date),
             "tags": self.tags,
             "tag_keys": tag_keys(self.tags),
@@ -220,7 +211,7 @@ class TaskUpdate(Struct, kw_only=True):
 
     title: Title | UnsetType = UNSET
     description: Description | UnsetType | None = UNSET
-    completed: LaxBool | UnsetType = UNSET
+    completed: bool | UnsetType = UNSET
     priority: PriorityName | UnsetType = UNSET
     due_date: DueDate | UnsetType | None = UNSET
     tags: Tags | UnsetType = UNSET
@@ -252,7 +243,7 @@ class TaskUpdate(Struct, kw_only=True):
 class TaskCompletion(Struct, kw_only=True):
     """The optional body of ``PATCH …/complete``; without a body the state toggles."""
 
-    completed: LaxBool
+    completed: bool
 
 
 class TaskRead(Struct, kw_only=True):

@@ -13,7 +13,7 @@ problem and word it for Python programmers ("Expected `str`, got `int` - at `$.t
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from functools import cache
 from typing import Any, TypeVar, get_type_hints
 
@@ -44,6 +44,39 @@ class InvalidFieldError(ValueError):
         self.message = message
 
 
+class InvalidFieldsError(ValueError):
+    """Several values a struct's checks refused at once (see :class:`FieldChecks`)."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        super().__init__("; ".join(f"{error.field}: {error.message}" for error in errors))
+        self.errors = list(errors)
+
+
+class FieldChecks:
+    """Runs a struct's field validators in its ``__post_init__`` and reports every refusal, not only the first::
+
+    checks = FieldChecks()
+    self.title = checks.run(clean_title, self.title)
+    checks.done()  # raises InvalidFieldsError naming each refused field
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def run(self, check: Callable[[T], T], value: T) -> T:
+        """``check(value)``, or ``value`` unchanged when the check refuses it (the refusal is kept)."""
+        try:
+            return check(value)
+        except InvalidFieldError as exc:
+            self.errors.append(FieldError(exc.field, exc.message, "body"))
+            return value
+
+    def done(self) -> None:
+        """Raise :class:`InvalidFieldsError` if any check refused its value."""
+        if self.errors:
+            raise InvalidFieldsError(self.errors)
+
+
 class InvalidRequestError(ValueError):
     """The request is bad input; ``errors`` lists every value that is wrong. Answered with a 400 problem."""
 
@@ -70,7 +103,7 @@ def decode_body(raw: bytes, body_type: Any) -> Any:
         raise InvalidRequestError(body_errors(raw, body_type)) from None
 
 
-def body_errors(raw: bytes, body_type: Any) -> list[FieldError]:  # noqa: PLR0911 - one return per finding
+def body_errors(raw: bytes, body_type: Any) -> list[FieldError]:
     """Every problem with a body that failed to decode as ``body_type``."""
     try:
         document = msgspec.json.decode(raw)
@@ -84,17 +117,23 @@ def body_errors(raw: bytes, body_type: Any) -> list[FieldError]:  # noqa: PLR091
     if not isinstance(document, dict):
         return [FieldError("body", f"must be a JSON object, not {_json_kind(document)}", "body")]
     errors = [error for field in _fields(struct) for error in _field_errors(struct, field, document)]
-    if errors:
-        return errors
-    try:  # each field is fine on its own: the struct's own checks (__post_init__) refused the whole
-        msgspec.convert(document, struct, strict=True)
+    reported = {error.field.partition("[")[0] for error in errors}
+    # The struct's own checks (__post_init__) on the fields that have the right type: their refusals too.
+    rest = {key: value for key, value in document.items() if key not in reported}
+    try:
+        msgspec.convert(rest, struct, strict=True)
     except msgspec.ValidationError as exc:
         cause = exc.__cause__
-        if isinstance(cause, InvalidFieldError):
-            return [FieldError(cause.field, cause.message, "body")]
-        if isinstance(cause, ValueError):
-            return [FieldError("body", str(cause), "body")]
-    return [FieldError("body", "is not valid", "body")]  # never reached: decoding failed for a reason
+        if isinstance(cause, InvalidFieldsError):
+            errors += cause.errors
+        elif isinstance(cause, InvalidFieldError):
+            errors.append(FieldError(cause.field, cause.message, "body"))
+        elif isinstance(cause, ValueError) and not errors:  # a rule on the whole body ("at least one field")
+            errors.append(FieldError("body", str(cause), "body"))
+    # Type errors and check refusals in field order.
+    order = {field.encode_name: index for index, field in enumerate(_fields(struct))}
+    errors.sort(key=lambda error: order.get(error.field.partition("[")[0], len(order)))
+    return errors or [FieldError("body", "is not valid", "body")]  # never empty: decoding failed for a reason
 
 
 def path_errors(connection: ASGIConnection[Any, Any, Any, Any]) -> list[FieldError]:
@@ -108,6 +147,23 @@ def path_errors(connection: ASGIConnection[Any, Any, Any, Any]) -> list[FieldErr
             except msgspec.ValidationError:
                 errors.append(FieldError(name, f"must be {expected(mi.type_info(hints[name]))}", "path"))
     return errors
+
+
+def parameter_message(connection: ASGIConnection[Any, Any, Any, Any], name: str) -> str | None:
+    """What the route's query, path or header parameter ``name`` must be, in words ("must be one of "asc",
+    "desc""), from the handler's own signature; ``None`` when the route has no such parameter."""
+    hints = _annotations(connection.route_handler.signature_model)
+    if name not in hints:
+        return None
+    info = mi.type_info(hints[name])
+    if isinstance(info, mi.UnionType):  # an optional parameter: absent, never null
+        options = [option for option in info.types if not isinstance(option, mi.NoneType)]
+        info = options[0] if len(options) == 1 else mi.UnionType(tuple(options))
+    if isinstance(info, mi.ListType) or (isinstance(info, mi.Metadata) and isinstance(info.type, mi.ListType)):
+        items = _list_type(info)
+        assert items is not None  # noqa: S101 - a list type has an item type
+        return f"must be {expected(items)} (each value, when repeated)"
+    return f"must be {expected(info)}"
 
 
 def _struct_of(body_type: Any) -> type[msgspec.Struct] | None:
@@ -138,6 +194,8 @@ def _field_errors(struct: type[msgspec.Struct], field: mi.Field, document: dict[
     except msgspec.ValidationError as exc:
         if isinstance(exc.__cause__, InvalidFieldError):
             return [FieldError(exc.__cause__.field, exc.__cause__.message, "body")]
+        if isinstance(exc.__cause__, InvalidFieldsError):
+            return exc.__cause__.errors
         items = _list_type(field.type)
         if items is not None and isinstance(value, list):
             errors = [

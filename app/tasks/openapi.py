@@ -85,14 +85,17 @@ class CreateTaskOperation(ApiOperation):
 @dataclass
 class UpdateTaskOperation(ApiOperation):
     """PUT and PATCH: a body must carry at least one of the task's fields (unknown fields are ignored, so
-    ``minProperties`` would not say it). Stated as ``allOf: [TaskUpdate, {anyOf: [{required: [title]}, …]}]``:
-    validators see the rule, and code generators see ``TaskUpdate & unknown``, which is exactly ``TaskUpdate``
-    (openapi-typescript turns an ``anyOf`` beside the reference into ``unknown`` for the whole body)."""
+    ``minProperties`` would not say it). Stated as ``anyOf: [{allOf: [TaskUpdate, {required: [title]}]}, …]``, one
+    branch per field: validators see the rule, and openapi-typescript makes it a union of ``TaskUpdate`` with one
+    field required (``WithRequired<TaskUpdate, "title"> | …``), so ``{}``, ``42`` and misspelt fields do not compile.
+    (An ``anyOf`` of bare ``required`` lists comes out as ``unknown``, which lets anything through.)"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if isinstance(self.request_body, RequestBody):
-            at_least_one = Schema(any_of=[Schema(required=[name]) for name in TaskUpdate.__struct_fields__])
             for media in self.request_body.content.values():
                 if media.schema is not None:
-                    media.schema = Schema(all_of=[media.schema, at_least_one])
+                    body = media.schema
+                    media.schema = Schema(
+                        any_of=[Schema(all_of=[body], required=[name]) for name in TaskUpdate.__struct_fields__]
+                    )

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, cast
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from app.tasks.text_classes import BLANK, INVISIBLE_CATEGORIES, SPACE, Ranges
-from app.validation import InvalidFieldError
+from app.validation import FieldChecks, InvalidFieldError
 from db.models import DESCRIPTION_MAX_LENGTH, MAX_TAGS, TAG_MAX_LENGTH, TITLE_MAX_LENGTH, Priority
 
 # -- JSON Schema patterns --------------------------------------------------------------------------------------
@@ -128,6 +128,17 @@ def check_text(value: str, field: str) -> str:
     return value
 
 
+def check_description(value: str) -> str:
+    """A description PostgreSQL can store."""
+    return check_text(value, "description")
+
+
+def check_due_date(value: str) -> str:
+    """A due date :func:`parse_due_date` reads (kept as sent; the column value is parsed when stored)."""
+    parse_due_date(value)
+    return value
+
+
 def clean_tags(values: list[str]) -> list[str]:
     """Trim tags; refuse blank ones and duplicates that differ only in case. Order is kept."""
     tags: list[str] = []
@@ -186,12 +197,14 @@ class TaskCreate(Struct, kw_only=True):
     tags: Tags = []
 
     def __post_init__(self) -> None:
-        self.title = clean_title(self.title)
+        checks = FieldChecks()
+        self.title = checks.run(clean_title, self.title)
         if self.description is not None:
-            self.description = check_text(self.description, "description")
+            self.description = checks.run(check_description, self.description)
         if self.due_date is not None:
-            parse_due_date(self.due_date)
-        self.tags = clean_tags(self.tags)
+            checks.run(check_due_date, self.due_date)
+        self.tags = checks.run(clean_tags, self.tags)
+        checks.done()
 
     def values(self) -> dict[str, Any]:
         """The new task's column values (the repository stamps its owner and fills the rest)."""
@@ -217,14 +230,16 @@ class TaskUpdate(Struct, kw_only=True):
     tags: Tags | UnsetType = UNSET
 
     def __post_init__(self) -> None:
+        checks = FieldChecks()
         if self.title is not UNSET:
-            self.title = clean_title(self.title)
+            self.title = checks.run(clean_title, self.title)
         if isinstance(self.description, str):
-            self.description = check_text(self.description, "description")
+            self.description = checks.run(check_description, self.description)
         if isinstance(self.due_date, str):
-            parse_due_date(self.due_date)
+            checks.run(check_due_date, self.due_date)
         if self.tags is not UNSET:
-            self.tags = clean_tags(self.tags)
+            self.tags = checks.run(clean_tags, self.tags)
+        checks.done()
         if not self.changes():
             raise ValueError("send at least one of title, description, completed, priority, due_date, tags")
 

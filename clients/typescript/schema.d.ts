@@ -665,7 +665,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["TaskUpdate"] & (unknown | unknown | unknown | unknown | unknown | unknown);
+                "application/json": WithRequired<components["schemas"]["TaskUpdate"], "title"> | WithRequired<components["schemas"]["TaskUpdate"], "description"> | WithRequired<components["schemas"]["TaskUpdate"], "completed"> | WithRequired<components["schemas"]["TaskUpdate"], "priority"> | WithRequired<components["schemas"]["TaskUpdate"], "due_date"> | WithRequired<components["schemas"]["TaskUpdate"], "tags">;
             };
         };
         responses: {
@@ -879,7 +879,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["TaskUpdate"] & (unknown | unknown | unknown | unknown | unknown | unknown);
+                "application/json": WithRequired<components["schemas"]["TaskUpdate"], "title"> | WithRequired<components["schemas"]["TaskUpdate"], "description"> | WithRequired<components["schemas"]["TaskUpdate"], "completed"> | WithRequired<components["schemas"]["TaskUpdate"], "priority"> | WithRequired<components["schemas"]["TaskUpdate"], "due_date"> | WithRequired<components["schemas"]["TaskUpdate"], "tags">;
             };
         };
         responses: {
@@ -1002,13 +1002,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Request fulfilled, document follows */
+            /** @description The database answers. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["HealthStatus"];
                 };
             };
             /** @description The database is unavailable; retry after `Retry-After` seconds. */
@@ -1025,3 +1025,6 @@ export interface operations {
         };
     };
 }
+type WithRequired<T, K extends keyof T> = T & {
+    [P in K]-?: T[P];
+};

@@ -191,8 +191,8 @@ class TaskCreate(Struct, kw_only=True):
     description: Description | None = None
     # UNSET, not the default itself: a schema ``default`` makes code generators type the field as required
     # (openapi-typescript does by default). The defaults are stated in words and applied in values().
-    completed: Annotated[bool, Meta(description="Default: false.")] | UnsetType = UNSET
-    priority: Annotated[PriorityName, Meta(description='Default: "medium".')] | UnsetType = UNSET
+    completed: Annotated[bool | UnsetType, Meta(description="Default: false.")] = UNSET
+    priority: Annotated[PriorityName | UnsetType, Meta(description='Default: "medium".')] = UNSET
     due_date: DueDate | None = None
     tags: Tags = []
 

@@ -89,7 +89,7 @@ def build_app(settings: Settings) -> Litestar:
         on_shutdown=[close_connections],
         plugins=[RateLimitPlugin(settings)],
         exception_handlers=exception_handlers,
-        openapi_config=openapi_config(_version(), jwks=bool(settings.jwt_jwks_url)),
+        openapi_config=openapi_config(_version(), jwks=bool(settings.jwt_jwks_url), user_claim=settings.jwt_user_claim),
         cors_config=cors,
         state=State(
             {

@@ -225,10 +225,11 @@ def check() -> None:
     help="Write the document to this file.  [default: standard output]",
 )
 def openapi(output: Path | None) -> None:
-    """Write the OpenAPI document (JSON), as served at /schema/openapi.json.
+    """Write the OpenAPI document (JSON).
 
-    The same bytes on every run, for code generators (clients/typescript/). The token mode (JWT_JWKS_URL)
-    changes only the security scheme's description. Touches no database and creates no secret.
+    As served at /schema/openapi.json, and the same bytes on every run, for code generators
+    (clients/typescript/). The token mode (JWT_JWKS_URL) changes only the security scheme's description.
+    Touches no database and creates no secret.
     """
     import dataclasses  # noqa: PLC0415 - the CLI imports what a command needs when it runs
     import json  # noqa: PLC0415

@@ -113,17 +113,23 @@ def operation_id(
     return first + "".join(word.title() for word in rest)
 
 
-_SECURITY_DESCRIPTIONS = {
-    False: "A JWT signed with HS256 and the shared secret `BETTER_AUTH_SECRET`; its `sub` claim is the user id. "
-    "In development, `python manage.py createtoken <user_id>` prints one.",
-    True: "A JWT from Better Auth's JWT plugin (`authClient.token()` or the `set-auth-jwt` response header), "
-    "signed with one of the asymmetric keys (EdDSA, ES256, RS256, PS256, …) published at `JWT_JWKS_URL`; its "
-    "`sub` claim is the user id. HS256 tokens are refused in this mode.",
-}
+def _security_description(*, jwks: bool, user_claim: str) -> str:
+    """The bearer scheme in words, for the configured token mode."""
+    if jwks:
+        return (
+            "A JWT from Better Auth's JWT plugin (`authClient.token()` or the `set-auth-jwt` response header), "
+            "signed with one of the asymmetric keys (EdDSA, ES256, RS256, PS256, …) published at `JWT_JWKS_URL`; "
+            f"its `{user_claim}` claim is the user id. HS256 tokens are refused in this mode."
+        )
+    return (
+        "A JWT signed with HS256 and the shared secret `BETTER_AUTH_SECRET`; its "
+        f"`{user_claim}` claim is the user id. In development, `python manage.py createtoken <user_id>` prints one."
+    )
 
 
-def openapi_config(version: str, *, jwks: bool = False) -> OpenAPIConfig:
-    """The schema at ``/schema/openapi.json`` (``jwks``: tokens are verified with a key set, not the secret)."""
+def openapi_config(version: str, *, jwks: bool = False, user_claim: str = "sub") -> OpenAPIConfig:
+    """The schema at ``/schema/openapi.json`` (``jwks``: tokens are verified with a key set, not the secret;
+    ``user_claim``: the token claim that holds the user id)."""
     return OpenAPIConfig(
         title="todo-backend",
         version=version,
@@ -145,7 +151,10 @@ def openapi_config(version: str, *, jwks: bool = False) -> OpenAPIConfig:
         components=Components(
             security_schemes={
                 BEARER_SCHEME: SecurityScheme(
-                    type="http", scheme="bearer", bearer_format="JWT", description=_SECURITY_DESCRIPTIONS[jwks]
+                    type="http",
+                    scheme="bearer",
+                    bearer_format="JWT",
+                    description=_security_description(jwks=jwks, user_claim=user_claim),
                 )
             }
         ),

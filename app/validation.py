@@ -239,7 +239,8 @@ def expected(info: mi.Type) -> str:  # noqa: PLR0911 - one return per kind of ty
     if isinstance(info, mi.UnionType):
         return " or ".join(expected(option) for option in info.types)
     if isinstance(info, mi.StrType):
-        return "a string" + _size(info.min_length, info.max_length, "character")
+        shape = " in the form the OpenAPI document gives" if info.pattern else ""
+        return "a string" + _size(info.min_length, info.max_length, "character") + shape
     if isinstance(info, mi.BoolType):
         return "true or false"
     if isinstance(info, mi.IntType):

@@ -59,7 +59,12 @@ HEADER_SCHEMAS: dict[str, Schema] = {
 }
 # Headers on error responses: (description, required).
 _ERROR_HEADERS: dict[int, dict[str, tuple[str, bool]]] = {
-    401: {"WWW-Authenticate": ("`Bearer`, with `error` and `error_description` when a token was sent.", False)},
+    401: {
+        "WWW-Authenticate": (
+            '`Bearer realm="todo-backend"`, plus `error="invalid_token"` when a token was sent.',
+            False,
+        )
+    },
     409: {"Retry-After": ("Seconds to wait before retrying.", False)},
     429: {"Retry-After": ("Seconds until a request fits the budget again.", True)},
     503: {"Retry-After": ("Seconds to wait before retrying.", False)},
@@ -222,12 +227,12 @@ def docs_page() -> bytes:
 
 
 @get(f"{DOCS_ASSETS}/{{name:str}}", include_in_schema=False, sync_to_thread=False)
-def docs_asset(name: FromPath[str]) -> Response[bytes]:
+def docs_asset(name: FromPath[str]) -> Response[Any]:
     """One of the docs page's files; anything else is a 404 problem."""
     if name == "docs.js":
         return Response(_DOCS_SCRIPT, media_type="text/javascript; charset=utf-8")
     if name not in _ASSET_FILES or _SWAGGER_UI_STATIC is None:
-        return problem(404, f"No such file of the docs page: {name}.")  # type: ignore[return-value]
+        return problem(404, "No such file of the docs page.")
     return Response(_asset(name), media_type=_ASSET_FILES[name])
 
 

@@ -272,7 +272,7 @@ export interface operations {
             /** @description Missing, malformed, expired or forged token (carries `WWW-Authenticate: Bearer`). */
             401: {
                 headers: {
-                    /** @description `Bearer`, with `error` and `error_description` when a token was sent. */
+                    /** @description `Bearer realm="todo-backend"`, plus `error="invalid_token"` when a token was sent. */
                     "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
@@ -397,7 +397,7 @@ export interface operations {
             /** @description Missing, malformed, expired or forged token (carries `WWW-Authenticate: Bearer`). */
             401: {
                 headers: {
-                    /** @description `Bearer`, with `error` and `error_description` when a token was sent. */
+                    /** @description `Bearer realm="todo-backend"`, plus `error="invalid_token"` when a token was sent. */
                     "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
@@ -492,7 +492,7 @@ export interface operations {
             /** @description Missing, malformed, expired or forged token (carries `WWW-Authenticate: Bearer`). */
             401: {
                 headers: {
-                    /** @description `Bearer`, with `error` and `error_description` when a token was sent. */
+                    /** @description `Bearer realm="todo-backend"`, plus `error="invalid_token"` when a token was sent. */
                     "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
@@ -598,7 +598,7 @@ export interface operations {
             /** @description Missing, malformed, expired or forged token (carries `WWW-Authenticate: Bearer`). */
             401: {
                 headers: {
-                    /** @description `Bearer`, with `error` and `error_description` when a token was sent. */
+                    /** @description `Bearer realm="todo-backend"`, plus `error="invalid_token"` when a token was sent. */
                     "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
@@ -700,7 +700,7 @@ export interface operations {
             /** @description Missing, malformed, expired or forged token (carries `WWW-Authenticate: Bearer`). */
             401: {
                 headers: {
-                    /** @description `Bearer`, with `error` and `error_description` when a token was sent. */
+                    /** @description `Bearer realm="todo-backend"`, plus `error="invalid_token"` when a token was sent. */
                     "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
@@ -803,7 +803,7 @@ export interface operations {
             /** @description Missing, malformed, expired or forged token (carries `WWW-Authenticate: Bearer`). */
             401: {
                 headers: {
-                    /** @description `Bearer`, with `error` and `error_description` when a token was sent. */
+                    /** @description `Bearer realm="todo-backend"`, plus `error="invalid_token"` when a token was sent. */
                     "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
@@ -914,7 +914,7 @@ export interface operations {
             /** @description Missing, malformed, expired or forged token (carries `WWW-Authenticate: Bearer`). */
             401: {
                 headers: {
-                    /** @description `Bearer`, with `error` and `error_description` when a token was sent. */
+                    /** @description `Bearer realm="todo-backend"`, plus `error="invalid_token"` when a token was sent. */
                     "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };

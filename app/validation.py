@@ -13,9 +13,9 @@ problem and word it for Python programmers ("Expected `str`, got `int` - at `$.t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from functools import cache
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, ClassVar, TypeVar, get_type_hints
 
 import msgspec
 import msgspec.inspect as mi
@@ -52,29 +52,27 @@ class InvalidFieldsError(ValueError):
         self.errors = list(errors)
 
 
-class FieldChecks:
-    """Runs a struct's field validators in its ``__post_init__`` and reports every refusal, not only the first::
+class CheckedStruct(msgspec.Struct, kw_only=True):
+    """A body type whose fields have rules beyond their types: ``__field_checks__`` maps a field to its check,
+    which returns the value to keep (trimmed, say) or raises :class:`InvalidFieldError`. Decoding runs every
+    check and reports every refusal at once (:class:`InvalidFieldsError`), not only the first; a body that
+    fails on types as well gets the checks of its well-typed fields too (:func:`body_errors`). Rules on the
+    whole body go in ``__post_init__`` after ``super().__post_init__()``."""
 
-    checks = FieldChecks()
-    self.title = checks.run(clean_title, self.title)
-    checks.done()  # raises InvalidFieldsError naming each refused field
-    """
+    __field_checks__: ClassVar[Mapping[str, Callable[[Any], Any]]] = {}
 
-    def __init__(self) -> None:
-        self.errors: list[FieldError] = []
-
-    def run(self, check: Callable[[T], T], value: T) -> T:
-        """``check(value)``, or ``value`` unchanged when the check refuses it (the refusal is kept)."""
-        try:
-            return check(value)
-        except InvalidFieldError as exc:
-            self.errors.append(FieldError(exc.field, exc.message, "body"))
-            return value
-
-    def done(self) -> None:
-        """Raise :class:`InvalidFieldsError` if any check refused its value."""
-        if self.errors:
-            raise InvalidFieldsError(self.errors)
+    def __post_init__(self) -> None:
+        errors: list[FieldError] = []
+        for name, check in self.__field_checks__.items():
+            value = getattr(self, name)
+            if value is None or value is msgspec.UNSET:
+                continue
+            try:
+                setattr(self, name, check(value))
+            except InvalidFieldError as exc:
+                errors.append(FieldError(exc.field, exc.message, "body"))
+        if errors:
+            raise InvalidFieldsError(errors)
 
 
 class InvalidRequestError(ValueError):
@@ -117,23 +115,34 @@ def body_errors(raw: bytes, body_type: Any) -> list[FieldError]:
     if not isinstance(document, dict):
         return [FieldError("body", f"must be a JSON object, not {_json_kind(document)}", "body")]
     errors = [error for field in _fields(struct) for error in _field_errors(struct, field, document)]
-    reported = {error.field.partition("[")[0] for error in errors}
-    # The struct's own checks (__post_init__) on the fields that have the right type: their refusals too.
-    rest = {key: value for key, value in document.items() if key not in reported}
-    try:
-        msgspec.convert(rest, struct, strict=True)
-    except msgspec.ValidationError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, InvalidFieldsError):
-            errors += cause.errors
-        elif isinstance(cause, InvalidFieldError):
-            errors.append(FieldError(cause.field, cause.message, "body"))
-        elif isinstance(cause, ValueError) and not errors:  # a rule on the whole body ("at least one field")
-            errors.append(FieldError("body", str(cause), "body"))
+    errors += _check_errors(struct, document, reported={error.field.partition("[")[0] for error in errors})
+    if not errors:  # each field is fine on its own: a rule on the whole body refused it ("at least one field")
+        try:
+            msgspec.convert(document, struct, strict=True)
+        except msgspec.ValidationError as exc:
+            if isinstance(exc.__cause__, ValueError):
+                errors.append(FieldError("body", str(exc.__cause__), "body"))
     # Type errors and check refusals in field order.
     order = {field.encode_name: index for index, field in enumerate(_fields(struct))}
     errors.sort(key=lambda error: order.get(error.field.partition("[")[0], len(order)))
     return errors or [FieldError("body", "is not valid", "body")]  # never empty: decoding failed for a reason
+
+
+def _check_errors(struct: type[msgspec.Struct], document: dict[str, Any], reported: set[str]) -> list[FieldError]:
+    """The refusals of a :class:`CheckedStruct`'s field checks, for the sent fields whose type is right."""
+    checks: Mapping[str, Callable[[Any], Any]] = getattr(struct, "__field_checks__", {})
+    errors: list[FieldError] = []
+    for field in _fields(struct):
+        if field.name not in checks or field.encode_name in reported or field.encode_name not in document:
+            continue
+        value = msgspec.convert(document[field.encode_name], _annotations(struct)[field.name], strict=True)
+        if value is None:
+            continue
+        try:
+            checks[field.name](value)
+        except InvalidFieldError as exc:
+            errors.append(FieldError(exc.field, exc.message, "body"))
+    return errors
 
 
 def path_errors(connection: ASGIConnection[Any, Any, Any, Any]) -> list[FieldError]:

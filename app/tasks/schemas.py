@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal, cast
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from app.tasks.text_classes import BLANK, INVISIBLE_CATEGORIES, SPACE, Ranges
-from app.validation import FieldChecks, InvalidFieldError
+from app.validation import CheckedStruct, InvalidFieldError
 from db.models import DESCRIPTION_MAX_LENGTH, MAX_TAGS, TAG_MAX_LENGTH, TITLE_MAX_LENGTH, Priority
 
 # -- JSON Schema patterns --------------------------------------------------------------------------------------
@@ -184,7 +184,16 @@ def parse_due_date(value: str, field: str = "due_date") -> datetime:
         raise invalid(field, "must be an RFC 3339 date-time with an offset (2026-12-24T18:00:00Z) or a date") from None
 
 
-class TaskCreate(Struct, kw_only=True):
+# The rules of each task field beyond its type, shared by the create and update bodies (app/validation.py runs them).
+TASK_FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "title": clean_title,
+    "description": check_description,
+    "due_date": check_due_date,
+    "tags": clean_tags,
+}
+
+
+class TaskCreate(CheckedStruct, kw_only=True):
     """The body of ``POST /api/{user_id}/tasks``."""
 
     title: Title
@@ -196,15 +205,7 @@ class TaskCreate(Struct, kw_only=True):
     due_date: DueDate | None = None
     tags: Tags = []
 
-    def __post_init__(self) -> None:
-        checks = FieldChecks()
-        self.title = checks.run(clean_title, self.title)
-        if self.description is not None:
-            self.description = checks.run(check_description, self.description)
-        if self.due_date is not None:
-            checks.run(check_due_date, self.due_date)
-        self.tags = checks.run(clean_tags, self.tags)
-        checks.done()
+    __field_checks__ = TASK_FIELD_CHECKS
 
     def values(self) -> dict[str, Any]:
         """The new task's column values (the repository stamps its owner and fills the rest)."""
@@ -219,7 +220,7 @@ class TaskCreate(Struct, kw_only=True):
         }
 
 
-class TaskUpdate(Struct, kw_only=True):
+class TaskUpdate(CheckedStruct, kw_only=True):
     """The body of ``PUT`` and ``PATCH``: any of the fields; those not sent keep their value."""
 
     title: Title | UnsetType = UNSET
@@ -229,17 +230,10 @@ class TaskUpdate(Struct, kw_only=True):
     due_date: DueDate | UnsetType | None = UNSET
     tags: Tags | UnsetType = UNSET
 
+    __field_checks__ = TASK_FIELD_CHECKS
+
     def __post_init__(self) -> None:
-        checks = FieldChecks()
-        if self.title is not UNSET:
-            self.title = checks.run(clean_title, self.title)
-        if isinstance(self.description, str):
-            self.description = checks.run(check_description, self.description)
-        if isinstance(self.due_date, str):
-            checks.run(check_due_date, self.due_date)
-        if self.tags is not UNSET:
-            self.tags = checks.run(clean_tags, self.tags)
-        checks.done()
+        super().__post_init__()
         if not self.changes():
             raise ValueError("send at least one of title, description, completed, priority, due_date, tags")
 

@@ -87,3 +87,17 @@ async def test_a_boolean_is_true_or_false_and_nothing_else(
     assert response.status_code == 400
     assert messages(response.json()) == [("completed", "must be true or false")]
     assert (await client.get(f"/api/{user}/tasks", headers=auth(user))).json() == []
+
+
+async def test_a_field_of_the_wrong_type_does_not_hide_the_rules_broken_by_the_others(
+    client: Client, auth: Auth, new_user: Any
+) -> None:
+    user = new_user()
+    body = {"title": 42, "due_date": "tomorrow", "tags": [" ", "x"]}
+    response = await client.post(f"/api/{user}/tasks", json=body, headers=auth(user))
+    assert response.status_code == 400
+    assert messages(response.json()) == [
+        ("title", "must be a string of at least 1 character"),
+        ("due_date", "must be an RFC 3339 date-time with an offset (2026-12-24T18:00:00Z) or a date"),
+        ("tags", "tags must not be blank"),
+    ]

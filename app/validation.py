@@ -7,7 +7,9 @@ here recovers a field name from an error message.
 Request bodies are decoded by :class:`StructBody`, a Litestar DTO that keeps Litestar's OpenAPI schema for the
 body type. The common case, a valid body, is one ``msgspec.json.decode`` call. Only a body that fails is looked
 at again, field by field, to name each bad field and say what it must be: msgspec's errors stop at the first
-problem and word it for Python programmers ("Expected `str`, got `int` - at `$.title`").
+problem and word it for Python programmers ("Expected `str`, got `int` - at `$.title`"). Decoding is strict (a
+boolean is ``true`` or ``false``), so the OpenAPI document's types are exactly what is accepted; rules beyond
+types are each body type's ``__field_checks__`` (:class:`CheckedStruct`), all run, all reported.
 """
 
 from __future__ import annotations

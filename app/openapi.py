@@ -13,7 +13,16 @@ import msgspec
 from litestar import MediaType, Request, Response, Router, get
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.openapi.spec import Components, OpenAPIHeader, OpenAPIResponse, Operation, Schema, SecurityScheme
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIHeader,
+    OpenAPIResponse,
+    Operation,
+    Parameter,
+    Reference,
+    Schema,
+    SecurityScheme,
+)
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import FromPath
 
@@ -79,6 +88,11 @@ class ApiOperation(Operation):
     every run."""
 
     def __post_init__(self) -> None:
+        for parameter in self.parameters or ():
+            if not isinstance(parameter, Parameter) or parameter.param_in not in {"query", "header"}:
+                continue
+            if isinstance(parameter.schema, Schema):
+                _not_null(parameter.schema)
         for status, response in (self.responses or {}).items():
             if not isinstance(response, OpenAPIResponse):
                 continue
@@ -89,6 +103,32 @@ class ApiOperation(Operation):
                 if isinstance(header, OpenAPIHeader) and header.schema is None and name in HEADER_SCHEMAS:
                     header.schema = HEADER_SCHEMAS[name]
             response.headers = dict(sorted(headers.items())) or None
+
+
+def _not_null(schema: Schema) -> None:
+    """Drop ``null`` from a query or header parameter's schema: an optional one is left out, never sent as null
+    (Litestar documents the ``None`` default of ``str | None`` as a value; generators then type it ``| null``)."""
+    if schema.one_of and any(_is_null(option) for option in schema.one_of):
+        rest = [option for option in schema.one_of if not _is_null(option)]
+        schema.one_of = None if len(rest) == 1 else rest
+        if len(rest) == 1 and isinstance(rest[0], Schema):  # fold the one type left into the parameter's schema
+            for name in rest[0].__dataclass_fields__:
+                if getattr(schema, name) is None:
+                    setattr(schema, name, getattr(rest[0], name))
+    if schema.any_of and any(_is_null(option) for option in schema.any_of):
+        schema.any_of = [option for option in schema.any_of if not _is_null(option)]
+    if isinstance(schema.type, list) and OpenAPIType.NULL in schema.type:
+        types = [kind for kind in schema.type if kind != OpenAPIType.NULL]
+        schema.type = types[0] if len(types) == 1 else types
+        if schema.enum is not None:
+            schema.enum = [value for value in schema.enum if value is not None]
+
+
+def _is_null(schema: Schema | Reference | dict[str, Any]) -> bool:
+    """A ``{"type": "null"}`` schema (a Schema object, or JSON Schema as written, as in ``DUE_DATE_SCHEMA``)."""
+    if isinstance(schema, dict):
+        return schema.get("type") == "null"
+    return isinstance(schema, Schema) and schema.type == OpenAPIType.NULL
 
 
 def problem_responses(*statuses: int, rate_limited: bool = True) -> dict[int, ResponseSpec]:

@@ -337,23 +337,23 @@ export interface operations {
                 /** @description Which tasks to list. */
                 status?: "all" | "pending" | "completed";
                 /** @description Only these priorities (repeatable). */
-                priority?: ("low" | "medium" | "high")[] | null;
+                priority?: ("low" | "medium" | "high")[];
                 /** @description Only tasks carrying every one of these tags, ignoring case (repeatable). */
-                tag?: string[] | null;
+                tag?: string[];
                 /** @description Due strictly before this date-time or date. */
-                due_before?: string | null;
+                due_before?: string;
                 /** @description Due strictly after this date-time or date. */
-                due_after?: string | null;
+                due_after?: string;
                 /** @description Case-insensitive text to find in title or description. */
-                q?: string | null;
+                q?: string;
                 /** @description The field to sort by. */
                 sort?: "created" | "updated" | "title" | "due_date" | "priority";
                 /** @description Default: desc for created, updated and priority; asc for title and due_date. */
-                order?: "asc" | "desc" | null;
+                order?: "asc" | "desc";
                 /** @description Page size. */
                 limit?: number;
                 /** @description From a previous page's `Link` header. */
-                cursor?: string | null;
+                cursor?: string;
             };
             header?: never;
             path: {
@@ -443,7 +443,7 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description 1 to 255 printable ASCII characters, not starting or ending with a space (HTTP strips those), unique per create: a UUID is a good choice. A retry with the same key and body within 24 hours replays the first response (with `Idempotent-Replayed: true`) and creates nothing; the same key with another body is a 422. */
-                "Idempotency-Key"?: string | null;
+                "Idempotency-Key"?: string;
             };
             path: {
                 /** @description The owner's user id; must be the token's user. */

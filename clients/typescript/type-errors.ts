@@ -29,6 +29,8 @@ export async function wrongCalls(): Promise<void> {
   await api.GET("/api/{user_id}/tasks", { params: { ...user, query: { status: "done" } } });
   // @ts-expect-error a number for a date in the query
   await api.GET("/api/{user_id}/tasks", { params: { ...user, query: { due_before: 2026 } } });
+  // @ts-expect-error an optional query value is left out, never null
+  await api.GET("/api/{user_id}/tasks", { params: { ...user, query: { cursor: null } } });
   // @ts-expect-error a string for the task id
   await api.GET("/api/{user_id}/tasks/{task_id}", { params: { path: { user_id: "alice", task_id: "1" } } });
   // @ts-expect-error a route that does not exist

@@ -117,11 +117,7 @@ def _not_null(schema: Schema) -> None:
                     setattr(schema, name, getattr(rest[0], name))
     if schema.any_of and any(_is_null(option) for option in schema.any_of):
         schema.any_of = [option for option in schema.any_of if not _is_null(option)]
-    if isinstance(schema.type, list) and OpenAPIType.NULL in schema.type:
-        types = [kind for kind in schema.type if kind != OpenAPIType.NULL]
-        schema.type = types[0] if len(types) == 1 else types
-        if schema.enum is not None:
-            schema.enum = [value for value in schema.enum if value is not None]
+    # An optional enum (``order``) keeps its null: the server reads the query value "null" as "not sent" there.
 
 
 def _is_null(schema: Schema | Reference | dict[str, Any]) -> bool:

@@ -349,7 +349,7 @@ export interface operations {
                 /** @description The field to sort by. */
                 sort?: "created" | "updated" | "title" | "due_date" | "priority";
                 /** @description Default: desc for created, updated and priority; asc for title and due_date. */
-                order?: "asc" | "desc";
+                order?: "asc" | "desc" | null;
                 /** @description Page size. */
                 limit?: number;
                 /** @description From a previous page's `Link` header. */

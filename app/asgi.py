@@ -16,7 +16,7 @@ from app.auth.verifier import build_verifier
 from app.edge import EdgeApp
 from app.errors import exception_handlers
 from app.health import HealthController
-from app.openapi import docs_page, openapi_config
+from app.openapi import docs_asset, docs_page, index, openapi_config
 from app.ratelimit.plugin import RateLimitPlugin
 from app.requests import ApiRequest
 from app.tasks.batch import BatchController
@@ -81,7 +81,15 @@ def build_app(settings: Settings) -> Litestar:
         else None
     )
     return EdgeApp(
-        route_handlers=[TaskController, SyncController, BatchController, HealthController, docs_page],
+        route_handlers=[
+            TaskController,
+            SyncController,
+            BatchController,
+            HealthController,
+            docs_page,
+            docs_asset,
+            index,
+        ],
         # Authentication, rate limits and the path owner, in one hook (app/access.py); the headers every
         # response gets, in one wrapper (app/edge.py). No middleware: each would add a layer to every request.
         before_request=control_access,
@@ -91,7 +99,7 @@ def build_app(settings: Settings) -> Litestar:
         on_shutdown=[close_connections],
         plugins=[RateLimitPlugin(settings)],
         exception_handlers=exception_handlers,
-        openapi_config=openapi_config(_version()),
+        openapi_config=openapi_config(_version(), jwks=bool(settings.jwt_jwks_url), user_claim=settings.jwt_user_claim),
         cors_config=cors,
         state=State(
             {

@@ -26,7 +26,7 @@ from app.auth.tokens import SigningKeysUnavailableError
 from app.requests import ClientDisconnectedError
 from app.tasks.etags import etag
 from app.tasks.schemas import TaskRead
-from app.validation import FieldError, InvalidRequestError
+from app.validation import FieldError, InvalidRequestError, parameter_message
 from db.database import ConstraintViolationError, DatabaseUnavailableError, PoolExhaustedError
 from db.owned import OwnerScopeError, StaleVersionError
 
@@ -89,8 +89,9 @@ def problem(
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=dict(headers or {}))
 
 
-def _field_errors(extra: Any) -> list[FieldError]:
-    """Litestar puts per-field messages in ``extra`` as ``[{"key", "message", "source"}]``."""
+def _field_errors(extra: Any, request: Request[Any, Any, Any] | None = None) -> list[FieldError]:
+    """Litestar puts per-field messages in ``extra`` as ``[{"key", "message", "source"}]``; a parameter's message
+    is said in our words, from the route's signature (msgspec's "Invalid enum value 'x'" names no choices)."""
     items = extra if isinstance(extra, list) else [extra] if isinstance(extra, dict) else []
     errors: list[FieldError] = []
     for item in items:
@@ -98,6 +99,8 @@ def _field_errors(extra: Any) -> list[FieldError]:
             key = str(item.get("key") or "data")
             message = str(item.get("message", "invalid value"))
             source = getattr(item.get("source"), "value", item.get("source"))  # ParamType enum → "path"
+            if request is not None and source in {"query", "path", "header", "cookie"}:
+                message = parameter_message(request, key) or message
             if source == "header" and "_" in key:  # a header is named as sent, not as its parameter
                 key = "-".join(part.capitalize() for part in key.split("_"))
             if key == "data":  # never from a task route (app.validation decodes bodies): the body as a whole
@@ -112,12 +115,12 @@ def _validation_detail(errors: list[FieldError], fallback: str) -> str:
     return "; ".join(f"{e.field}: {e.message}" for e in errors)
 
 
-def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ProblemDetail]:
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ProblemDetail]:
     """Litestar's own HTTP errors (validation, auth, 404, 405, …) as problems."""
     status = exc.status_code
     headers = dict(exc.headers or {})
     if isinstance(exc, ValidationException) or status == 400:
-        errors = _field_errors(exc.extra)
+        errors = _field_errors(exc.extra, request if request.scope.get("route_handler") else None)
         return problem(400, _validation_detail(errors, exc.detail), errors=errors or None, headers=headers)
     if status >= 500:
         logger.error("HTTP %s raised: %s", status, exc.detail)

@@ -7,15 +7,17 @@ here recovers a field name from an error message.
 Request bodies are decoded by :class:`StructBody`, a Litestar DTO that keeps Litestar's OpenAPI schema for the
 body type. The common case, a valid body, is one ``msgspec.json.decode`` call. Only a body that fails is looked
 at again, field by field, to name each bad field and say what it must be: msgspec's errors stop at the first
-problem and word it for Python programmers ("Expected `str`, got `int` - at `$.title`").
+problem and word it for Python programmers ("Expected `str`, got `int` - at `$.title`"). Decoding is strict (a
+boolean is ``true`` or ``false``), so the OpenAPI document's types are exactly what is accepted; rules beyond
+types are each body type's ``__field_checks__`` (:class:`CheckedStruct`), all run, all reported.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from functools import cache
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, ClassVar, TypeVar, get_type_hints
 
 import msgspec
 import msgspec.inspect as mi
@@ -44,6 +46,37 @@ class InvalidFieldError(ValueError):
         self.message = message
 
 
+class InvalidFieldsError(ValueError):
+    """Several values a struct's checks refused at once (see :class:`FieldChecks`)."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        super().__init__("; ".join(f"{error.field}: {error.message}" for error in errors))
+        self.errors = list(errors)
+
+
+class CheckedStruct(msgspec.Struct, kw_only=True):
+    """A body type whose fields have rules beyond their types: ``__field_checks__`` maps a field to its check,
+    which returns the value to keep (trimmed, say) or raises :class:`InvalidFieldError`. Decoding runs every
+    check and reports every refusal at once (:class:`InvalidFieldsError`), not only the first; a body that
+    fails on types as well gets the checks of its well-typed fields too (:func:`body_errors`). Rules on the
+    whole body go in ``__post_init__`` after ``super().__post_init__()``."""
+
+    __field_checks__: ClassVar[Mapping[str, Callable[[Any], Any]]] = {}
+
+    def __post_init__(self) -> None:
+        errors: list[FieldError] = []
+        for name, check in self.__field_checks__.items():
+            value = getattr(self, name)
+            if value is None or value is msgspec.UNSET:
+                continue
+            try:
+                setattr(self, name, check(value))
+            except InvalidFieldError as exc:
+                errors.append(FieldError(exc.field, exc.message, "body"))
+        if errors:
+            raise InvalidFieldsError(errors)
+
+
 class InvalidRequestError(ValueError):
     """The request is bad input; ``errors`` lists every value that is wrong. Answered with a 400 problem."""
 
@@ -62,14 +95,15 @@ class InvalidRequestError(ValueError):
 
 def decode_body(raw: bytes, body_type: Any) -> Any:
     """``raw`` as ``body_type`` (a Struct, or a Struct or ``None``), or :class:`InvalidRequestError` naming every bad
-    field. Coercion is as lax as Litestar's own (``"true"`` is a boolean)."""
+    field. Decoding is strict, as the OpenAPI document says: a boolean is ``true`` or ``false``, a number is a
+    JSON number, a string a JSON string (no ``"true"``, ``1`` or ``"5"`` in their place)."""
     try:
-        return msgspec.json.decode(raw, type=body_type, strict=False)
+        return msgspec.json.decode(raw, type=body_type, strict=True)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         raise InvalidRequestError(body_errors(raw, body_type)) from None
 
 
-def body_errors(raw: bytes, body_type: Any) -> list[FieldError]:  # noqa: PLR0911 - one return per finding
+def body_errors(raw: bytes, body_type: Any) -> list[FieldError]:
     """Every problem with a body that failed to decode as ``body_type``."""
     try:
         document = msgspec.json.decode(raw)
@@ -83,17 +117,34 @@ def body_errors(raw: bytes, body_type: Any) -> list[FieldError]:  # noqa: PLR091
     if not isinstance(document, dict):
         return [FieldError("body", f"must be a JSON object, not {_json_kind(document)}", "body")]
     errors = [error for field in _fields(struct) for error in _field_errors(struct, field, document)]
-    if errors:
-        return errors
-    try:  # each field is fine on its own: the struct's own checks (__post_init__) refused the whole
-        msgspec.convert(document, struct, strict=False)
-    except msgspec.ValidationError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, InvalidFieldError):
-            return [FieldError(cause.field, cause.message, "body")]
-        if isinstance(cause, ValueError):
-            return [FieldError("body", str(cause), "body")]
-    return [FieldError("body", "is not valid", "body")]  # never reached: decoding failed for a reason
+    errors += _check_errors(struct, document, reported={error.field.partition("[")[0] for error in errors})
+    if not errors:  # each field is fine on its own: a rule on the whole body refused it ("at least one field")
+        try:
+            msgspec.convert(document, struct, strict=True)
+        except msgspec.ValidationError as exc:
+            if isinstance(exc.__cause__, ValueError):
+                errors.append(FieldError("body", str(exc.__cause__), "body"))
+    # Type errors and check refusals in field order.
+    order = {field.encode_name: index for index, field in enumerate(_fields(struct))}
+    errors.sort(key=lambda error: order.get(error.field.partition("[")[0], len(order)))
+    return errors or [FieldError("body", "is not valid", "body")]  # never empty: decoding failed for a reason
+
+
+def _check_errors(struct: type[msgspec.Struct], document: dict[str, Any], reported: set[str]) -> list[FieldError]:
+    """The refusals of a :class:`CheckedStruct`'s field checks, for the sent fields whose type is right."""
+    checks: Mapping[str, Callable[[Any], Any]] = getattr(struct, "__field_checks__", {})
+    errors: list[FieldError] = []
+    for field in _fields(struct):
+        if field.name not in checks or field.encode_name in reported or field.encode_name not in document:
+            continue
+        value = msgspec.convert(document[field.encode_name], _annotations(struct)[field.name], strict=True)
+        if value is None:
+            continue
+        try:
+            checks[field.name](value)
+        except InvalidFieldError as exc:
+            errors.append(FieldError(exc.field, exc.message, "body"))
+    return errors
 
 
 def path_errors(connection: ASGIConnection[Any, Any, Any, Any]) -> list[FieldError]:
@@ -107,6 +158,23 @@ def path_errors(connection: ASGIConnection[Any, Any, Any, Any]) -> list[FieldErr
             except msgspec.ValidationError:
                 errors.append(FieldError(name, f"must be {expected(mi.type_info(hints[name]))}", "path"))
     return errors
+
+
+def parameter_message(connection: ASGIConnection[Any, Any, Any, Any], name: str) -> str | None:
+    """What the route's query, path or header parameter ``name`` must be, in words ("must be one of "asc",
+    "desc""), from the handler's own signature; ``None`` when the route has no such parameter."""
+    hints = _annotations(connection.route_handler.signature_model)
+    if name not in hints:
+        return None
+    info = mi.type_info(hints[name])
+    if isinstance(info, mi.UnionType):  # an optional parameter: absent, never null
+        options = [option for option in info.types if not isinstance(option, mi.NoneType)]
+        info = options[0] if len(options) == 1 else mi.UnionType(tuple(options))
+    if isinstance(info, mi.ListType) or (isinstance(info, mi.Metadata) and isinstance(info.type, mi.ListType)):
+        items = _list_type(info)
+        assert items is not None  # noqa: S101 - a list type has an item type
+        return f"must be {expected(items)} (each value, when repeated)"
+    return f"must be {expected(info)}"
 
 
 def _struct_of(body_type: Any) -> type[msgspec.Struct] | None:
@@ -133,10 +201,12 @@ def _field_errors(struct: type[msgspec.Struct], field: mi.Field, document: dict[
         return [FieldError(name, "is required", "body")] if field.required else []
     value = document[name]
     try:
-        msgspec.convert(value, _annotations(struct)[field.name], strict=False)
+        msgspec.convert(value, _annotations(struct)[field.name], strict=True)
     except msgspec.ValidationError as exc:
         if isinstance(exc.__cause__, InvalidFieldError):
             return [FieldError(exc.__cause__.field, exc.__cause__.message, "body")]
+        if isinstance(exc.__cause__, InvalidFieldsError):
+            return exc.__cause__.errors
         items = _list_type(field.type)
         if items is not None and isinstance(value, list):
             errors = [
@@ -180,7 +250,8 @@ def expected(info: mi.Type) -> str:  # noqa: PLR0911 - one return per kind of ty
     if isinstance(info, mi.UnionType):
         return " or ".join(expected(option) for option in info.types)
     if isinstance(info, mi.StrType):
-        return "a string" + _size(info.min_length, info.max_length, "character")
+        shape = " in the form the OpenAPI document gives" if info.pattern else ""
+        return "a string" + _size(info.min_length, info.max_length, "character") + shape
     if isinstance(info, mi.BoolType):
         return "true or false"
     if isinstance(info, mi.IntType):

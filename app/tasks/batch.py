@@ -21,7 +21,7 @@ from msgspec import Meta, Struct
 
 from app.access import BEARER
 from app.errors import ProblemAnswerError, ProblemDetail, invalid_request_problem, problem, repository_problem
-from app.openapi import BEARER_SCHEME, problem_responses
+from app.openapi import BEARER_SCHEME, ApiOperation, problem_responses
 from app.ratelimit.plugin import RATE_LIMIT_HEADERS
 from app.tasks.controller import MAX_TASK_ID, TOGGLE_COMPLETED, Tasks, provide_tasks
 from app.tasks.etags import if_match_versions
@@ -193,6 +193,7 @@ class BatchController(Controller):
         ),
         status_code=200,
         responses=problem_responses(400, 401, 403, 409, 422),
+        operation_class=ApiOperation,
     )
     async def run(
         self,

@@ -19,7 +19,7 @@ from litestar.params import JSONBody, Parameter
 from sqlalchemy import not_
 
 from app.access import BEARER
-from app.openapi import BEARER_SCHEME, problem_responses
+from app.openapi import BEARER_SCHEME, ApiOperation, problem_responses
 from app.ratelimit.plugin import RATE_LIMIT_HEADERS
 from app.tasks import list_request as listed
 from app.tasks.cursors import InvalidCursorError
@@ -73,6 +73,11 @@ async def provide_tasks(
     return TaskRepository(owner_id=request.user, executor=request.app.state.database)
 
 
+_UPDATE_DESCRIPTION = (
+    "Sets the fields sent; the others keep their value (PUT and PATCH do the same). The body must carry at "
+    "least one of `title`, `description`, `completed`, `priority`, `due_date`, `tags`: `{}` is a 400. "
+    "`null` clears `description` or `due_date`."
+)
 TASKS_ROUTE = "tasks"
 TASK_ROUTE = "task"
 
@@ -119,6 +124,7 @@ class TaskController(Controller):
                 name="Link", description='`<url>; rel="next"` when there is a next page.', documentation_only=True
             ),
         ],
+        operation_class=ApiOperation,
     )
     async def list_tasks(
         self,
@@ -208,6 +214,7 @@ class TaskController(Controller):
         summary="Get a task",
         responses=problem_responses(400, 401, 403, 404),
         response_headers=[ETAG_HEADER],
+        operation_class=ApiOperation,
     )
     async def get_task(self, tasks: Tasks, task_id: TaskId) -> Response[TaskRead]:
         """One task."""
@@ -216,6 +223,7 @@ class TaskController(Controller):
     @put(
         "/{task_id:str}",
         summary="Update a task",
+        description=_UPDATE_DESCRIPTION,
         responses=problem_responses(400, 401, 403, 404, 412),
         response_headers=[ETAG_HEADER],
         operation_class=UpdateTaskOperation,
@@ -229,6 +237,7 @@ class TaskController(Controller):
     @patch(
         "/{task_id:str}",
         summary="Update part of a task",
+        description=_UPDATE_DESCRIPTION,
         responses=problem_responses(400, 401, 403, 404, 412),
         response_headers=[ETAG_HEADER],
         operation_class=UpdateTaskOperation,
@@ -263,6 +272,7 @@ class TaskController(Controller):
         ),
         status_code=204,
         responses=problem_responses(400, 401, 403, 404, 412),
+        operation_class=ApiOperation,
     )
     async def delete_task(self, tasks: Tasks, task_id: TaskId, if_match: IfMatch = None) -> None:
         """Move a task to the trash."""

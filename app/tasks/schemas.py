@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal, cast
 
@@ -12,7 +12,7 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from app.tasks.text_classes import BLANK, INVISIBLE_CATEGORIES, SPACE, Ranges
-from app.validation import InvalidFieldError
+from app.validation import CheckedStruct, InvalidFieldError
 from db.models import DESCRIPTION_MAX_LENGTH, MAX_TAGS, TAG_MAX_LENGTH, TITLE_MAX_LENGTH, Priority
 
 # -- JSON Schema patterns --------------------------------------------------------------------------------------
@@ -49,23 +49,13 @@ NO_NUL_PATTERN = f"^{_NOT_NUL}*$"  # PostgreSQL cannot store NUL
 # A due date: RFC 3339 `date` or `date-time` (formats below), less what Python's datetime cannot hold: year 0,
 # leap seconds, and date-times on the calendar's first and last day, which an offset could move out of range.
 UNREPRESENTABLE_DATE_PATTERN = r"^0000-|^(?:0001-01-01|9999-12-31)[Tt]|[Tt][0-9]{2}:[0-9]{2}:60"
-# Keys are Litestar Schema attributes; values are JSON Schema as written in the document.
-DUE_DATE_SCHEMA: dict[str, Any] = {
-    "any_of": [
-        {"format": format_, "not": {"type": "string", "pattern": UNREPRESENTABLE_DATE_PATTERN}}
-        for format_ in ("date", "date-time")
-    ]
-}
-# msgspec's lax mode, which Litestar decodes bodies with: a boolean also accepts 0/1 and "true"/"false"/"1"/"0".
-LAX_BOOLEAN_SCHEMA: dict[str, Any] = {
-    "type": None,
-    "one_of": None,
-    "any_of": [
-        {"type": "boolean"},
-        {"enum": [0, 1]},
-        {"type": "string", "pattern": "^(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|0|1)$"},
-    ],
-}
+# Keys are Litestar Schema attributes; values are JSON Schema as written in the document. Each branch names its
+# type, so that generators read the whole as "a string or null" (openapi-typescript: ``string | null``).
+_DATE_BRANCHES: list[dict[str, Any]] = [
+    {"type": "string", "format": format_, "not": {"type": "string", "pattern": UNREPRESENTABLE_DATE_PATTERN}}
+    for format_ in ("date", "date-time")
+]
+DUE_DATE_SCHEMA: dict[str, Any] = {"type": None, "one_of": None, "any_of": [*_DATE_BRANCHES, {"type": "null"}]}
 
 Title = Annotated[
     str,
@@ -115,7 +105,6 @@ Tags = Annotated[
         },
     ),
 ]
-LaxBool = Annotated[bool, Meta(extra_json_schema={"extra": LAX_BOOLEAN_SCHEMA})]
 
 
 def invalid(field: str, message: str) -> InvalidFieldError:
@@ -137,6 +126,17 @@ def check_text(value: str, field: str) -> str:
     """Refuse NUL characters: PostgreSQL cannot store them, so they are bad input, not a server error."""
     if "\x00" in value:
         raise invalid(field, "must not contain NUL characters")
+    return value
+
+
+def check_description(value: str) -> str:
+    """A description PostgreSQL can store."""
+    return check_text(value, "description")
+
+
+def check_due_date(value: str) -> str:
+    """A due date :func:`parse_due_date` reads (kept as sent; the column value is parsed when stored)."""
+    parse_due_date(value)
     return value
 
 
@@ -185,56 +185,56 @@ def parse_due_date(value: str, field: str = "due_date") -> datetime:
         raise invalid(field, "must be an RFC 3339 date-time with an offset (2026-12-24T18:00:00Z) or a date") from None
 
 
-class TaskCreate(Struct, kw_only=True):
+# The rules of each task field beyond its type, shared by the create and update bodies (app/validation.py runs them).
+TASK_FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "title": clean_title,
+    "description": check_description,
+    "due_date": check_due_date,
+    "tags": clean_tags,
+}
+
+
+class TaskCreate(CheckedStruct, kw_only=True):
     """The body of ``POST /api/{user_id}/tasks``."""
 
     title: Title
     description: Description | None = None
-    completed: LaxBool = False
-    priority: PriorityName = "medium"
+    # UNSET, not the default itself: a schema ``default`` makes code generators type the field as required
+    # (openapi-typescript does by default). The defaults are stated in words and applied in values().
+    completed: Annotated[bool | UnsetType, Meta(description="Default: false.")] = UNSET
+    priority: Annotated[PriorityName | UnsetType, Meta(description='Default: "medium".')] = UNSET
     due_date: DueDate | None = None
     tags: Tags = []
 
-    def __post_init__(self) -> None:
-        self.title = clean_title(self.title)
-        if self.description is not None:
-            self.description = check_text(self.description, "description")
-        if self.due_date is not None:
-            parse_due_date(self.due_date)
-        self.tags = clean_tags(self.tags)
+    __field_checks__ = TASK_FIELD_CHECKS
 
     def values(self) -> dict[str, Any]:
         """The new task's column values (the repository stamps its owner and fills the rest)."""
         return {
             "title": self.title,
             "description": self.description,
-            "completed": self.completed,
-            "priority": Priority[self.priority].value,
+            "completed": False if self.completed is UNSET else self.completed,
+            "priority": Priority["medium" if self.priority is UNSET else self.priority].value,
             "due_date": None if self.due_date is None else parse_due_date(self.due_date),
             "tags": self.tags,
             "tag_keys": tag_keys(self.tags),
         }
 
 
-class TaskUpdate(Struct, kw_only=True):
+class TaskUpdate(CheckedStruct, kw_only=True):
     """The body of ``PUT`` and ``PATCH``: any of the fields; those not sent keep their value."""
 
     title: Title | UnsetType = UNSET
     description: Description | UnsetType | None = UNSET
-    completed: LaxBool | UnsetType = UNSET
+    completed: bool | UnsetType = UNSET
     priority: PriorityName | UnsetType = UNSET
     due_date: DueDate | UnsetType | None = UNSET
     tags: Tags | UnsetType = UNSET
 
+    __field_checks__ = TASK_FIELD_CHECKS
+
     def __post_init__(self) -> None:
-        if self.title is not UNSET:
-            self.title = clean_title(self.title)
-        if isinstance(self.description, str):
-            self.description = check_text(self.description, "description")
-        if isinstance(self.due_date, str):
-            parse_due_date(self.due_date)
-        if self.tags is not UNSET:
-            self.tags = clean_tags(self.tags)
+        super().__post_init__()
         if not self.changes():
             raise ValueError("send at least one of title, description, completed, priority, due_date, tags")
 
@@ -253,7 +253,7 @@ class TaskUpdate(Struct, kw_only=True):
 class TaskCompletion(Struct, kw_only=True):
     """The optional body of ``PATCH …/complete``; without a body the state toggles."""
 
-    completed: LaxBool
+    completed: bool
 
 
 class TaskRead(Struct, kw_only=True):

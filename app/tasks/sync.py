@@ -26,11 +26,12 @@ from sqlalchemy import and_, bindparam, or_
 
 from app.access import BEARER
 from app.errors import ProblemAnswerError, problem
-from app.openapi import BEARER_SCHEME, problem_responses
+from app.openapi import BEARER_SCHEME, ApiOperation, problem_responses
 from app.ratelimit.plugin import RATE_LIMIT_HEADERS
 from app.tasks.controller import TaskId, Tasks, provide_tasks, task_response
 from app.tasks.cursors import InvalidCursorError, seal, unseal
 from app.tasks.list_request import MAX_CURSOR_LENGTH, MAX_PAGE_SIZE
+from app.tasks.openapi import ETAG_HEADER
 from app.tasks.schemas import Changes, DeletedTask, TaskRead, TrashedTaskRead
 from app.validation import InvalidRequestError
 from config.settings import Settings
@@ -113,6 +114,7 @@ class SyncController(Controller):
             "(`…:cursor-expired`): drop the cursor and sync again without one."
         ),
         responses=problem_responses(400, 401, 403, 410),
+        operation_class=ApiOperation,
     )
     async def changes(
         self,
@@ -171,6 +173,7 @@ class SyncController(Controller):
             '`Link: <…>; rel="next"` while there are more.'
         ),
         responses=problem_responses(400, 401, 403),
+        operation_class=ApiOperation,
         response_headers=[
             ResponseHeader(
                 name="X-Total-Count", description="Tasks in the trash.", required=True, documentation_only=True
@@ -209,9 +212,8 @@ class SyncController(Controller):
         description="Brings the task back with the same id; it moves forward in the change feed.",
         status_code=200,
         responses=problem_responses(400, 401, 403, 404),
-        response_headers=[
-            ResponseHeader(name="ETag", description="The task's new entity tag.", documentation_only=True)
-        ],
+        response_headers=[ETAG_HEADER],
+        operation_class=ApiOperation,
     )
     async def restore_task(self, tasks: Tasks, task_id: TaskId) -> Response[TaskRead]:
         """Restore a task from the trash."""
@@ -223,6 +225,7 @@ class SyncController(Controller):
         description="Removes the task from the trash now; followers of the change feed see it in `deleted`.",
         status_code=204,
         responses=problem_responses(400, 401, 403, 404),
+        operation_class=ApiOperation,
     )
     async def purge_task(self, tasks: Tasks, task_id: TaskId) -> None:
         """Purge a task from the trash."""

@@ -99,11 +99,15 @@ async def test_list_rejects_an_unknown_status(client: Client, auth: Auth, new_us
     assert body["errors"][0]["field"] == "status"
 
 
-async def test_booleans_are_decoded_leniently_as_documented(client: Client, auth: Auth, new_user: Any) -> None:
-    """Litestar converts request values in msgspec's lax mode: 0/1 and "true"/"false" are booleans."""
+async def test_bodies_are_decoded_strictly_as_documented(client: Client, auth: Auth, new_user: Any) -> None:
+    """A boolean is true or false: 1 and "false" are refused, each field named (no lax coercion since issue 12)."""
     user = new_user()
-    assert (await create(client, auth, user, completed=1))["completed"] is True
-    assert (await create(client, auth, user, completed="false"))["completed"] is False
+    url = f"/api/{user}/tasks"
+    for completed in (1, "false"):
+        response = await client.post(url, json={"title": "x", "completed": completed}, headers=auth(user))
+        body = assert_problem(response, 400)
+        assert body["errors"] == [{"field": "completed", "message": "must be true or false", "source": "body"}]
+    assert (await create(client, auth, user, completed=True))["completed"] is True
 
 
 # -- update -------------------------------------------------------------------------------------------------

@@ -121,8 +121,14 @@ async def test_docs_page_renders_the_schema(client: Client) -> None:
     response = await client.get("/docs")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    assert "SwaggerUIBundle" in response.text
-    assert "/api/{user_id}/tasks/{task_id}/complete" in response.text  # the spec it shows is ours
+    scripts = re.findall(r'<script src="([^"]+)"', response.text)
+    assert scripts == ["/docs/assets/swagger-ui-bundle.js", "/docs/assets/docs.js"]  # from the app, no CDN
+    for path in scripts:
+        script = await client.get(path)
+        assert script.status_code == 200
+        assert script.headers["content-type"].startswith("text/javascript")
+    assert "SwaggerUIBundle" in (await client.get("/docs/assets/swagger-ui-bundle.js")).text
+    assert '"/schema/openapi.json"' in (await client.get("/docs/assets/docs.js")).text  # the spec it shows is ours
 
 
 async def test_cors_preflight_for_an_allowed_origin(client: Client) -> None:
@@ -210,7 +216,10 @@ async def test_security_headers_on_every_api_response(client: Client, auth: Auth
         assert "server" not in response.headers
 
 
-async def test_docs_page_is_not_blocked_by_the_api_policy(client: Client) -> None:
+async def test_docs_page_may_load_from_its_own_origin_only(client: Client) -> None:
     response = await client.get("/docs")
     assert response.headers["x-content-type-options"] == "nosniff"
-    assert "content-security-policy" not in response.headers  # Swagger UI loads its scripts from a CDN
+    policy = response.headers["content-security-policy"]
+    assert policy.startswith("default-src 'self';")  # Swagger UI's files come from the app (tests/test_docs_offline.py)
+    assert "unsafe" not in policy
+    assert "http" not in policy

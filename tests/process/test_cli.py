@@ -22,7 +22,7 @@ from tests.support.ports import free_port
 from tests.support.servers import Servers, manage
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = ("check", "createtoken", "makemigrations", "migrate", "purgekeys", "purgetrash", "serve")
+COMMANDS = ("check", "createtoken", "makemigrations", "migrate", "openapi", "purgekeys", "purgetrash", "serve")
 
 
 def test_help_lists_every_command_with_a_description(fresh_env: dict[str, str]) -> None:

@@ -23,7 +23,7 @@ def errors_of(raw: bytes, body_type: object = TaskCreate) -> list[FieldError]:
 
 
 def test_a_valid_body_decodes_in_one_step() -> None:
-    task = decode_body(b'{"title": " Buy milk ", "completed": "true", "tags": ["a"]}', TaskCreate)
+    task = decode_body(b'{"title": " Buy milk ", "completed": true, "tags": ["a"]}', TaskCreate)
     assert (task.title, task.completed, task.tags) == ("Buy milk", True, ["a"])
     assert decode_body(b"null", TaskCompletion | None) is None
 

@@ -9,11 +9,10 @@ from importlib.metadata import PackageNotFoundError, version
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
-from litestar.logging import LoggingConfig
 
 from app.access import control_access
 from app.auth.verifier import build_verifier
-from app.edge import EdgeApp
+from app.edge import EdgeApp, user_hasher
 from app.errors import exception_handlers
 from app.health import HealthController
 from app.openapi import docs_page, openapi_config
@@ -78,7 +77,7 @@ def build_app(settings: Settings) -> Litestar:
         if settings.cors_origins
         else None
     )
-    return EdgeApp(
+    app = EdgeApp(
         route_handlers=[TaskController, HealthController, docs_page],
         # Authentication, rate limits and the path owner, in one hook (app/access.py); the headers every
         # response gets, in one wrapper (app/edge.py). No middleware: each would add a layer to every request.
@@ -98,12 +97,13 @@ def build_app(settings: Settings) -> Litestar:
                 "cursor_key": cursor_key(settings.signing_secret()),
             }
         ),
-        logging_config=LoggingConfig(
-            root={"level": settings.log_level, "handlers": ["queue_listener"]},
-            log_exceptions="never",  # app.errors logs what matters, without request headers
-        ),
+        # Logging is configured by the server (config/logging.py, applied by uvicorn in each worker), not by
+        # Litestar; Litestar logs no exceptions either: app.errors logs what matters, without request headers.
+        logging_config=None,
         debug=False,
     )
+    app.user_hash = user_hasher(settings.signing_secret())
+    return app
 
 
 def create_app() -> Litestar:

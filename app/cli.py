@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from app import serving
 from app.auth.tokens import InvalidTokenError, issue_token, user_id_from_claims
-from config.logging import uvicorn_log_config
+from config.logging import log_config
 from config.settings import Settings, SettingsError, get_settings
 from db.database import open_database
 from db.engine import create_engine
@@ -144,9 +144,8 @@ def serve(host: str | None, port: int | None, workers: int | None, reload: bool)
         port=port,
         workers=workers,
         reload=reload,
-        log_config=uvicorn_log_config(settings.log_level),
+        log_config=log_config(settings.log_level, settings.log_format),
         grace_seconds=settings.shutdown_grace_seconds,
-        access_log=settings.log_level in {"DEBUG", "INFO"},  # the access log writes at INFO
     )
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from app.auth.tokens import SigningKeysUnavailableError
 from app.requests import ClientDisconnectedError
 from app.validation import FieldError, InvalidRequestError
+from config.logging import REQUEST_ID
 from db.database import ConstraintViolationError, DatabaseUnavailableError, PoolExhaustedError
 from db.owned import OwnerScopeError, StaleVersionError
 
@@ -44,6 +45,7 @@ class ProblemDetail(msgspec.Struct, omit_defaults=True):
     status: int
     detail: str
     errors: list[FieldError] | None = None
+    request_id: str | None = None  # extension member: the X-Request-ID of the request, to quote in a report
 
 
 _SLUGS = {
@@ -79,6 +81,7 @@ def problem(
         status=status,
         detail=detail,
         errors=errors,
+        request_id=REQUEST_ID.get(),
     )
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=dict(headers or {}))
 

@@ -70,11 +70,10 @@ def run(
     reload: bool,
     log_config: dict[str, Any],
     grace_seconds: int,
-    access_log: bool = True,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully (see the module docstring).
 
-    ``access_log``: a line per request (uvicorn's); off, uvicorn does not even build the line.
+    uvicorn's access log is off (it does not even build the line): the app writes its own (``app.edge``).
     """
     raise_open_file_limit()
     options: dict[str, Any] = {
@@ -84,7 +83,7 @@ def run(
         "log_config": log_config,
         "server_header": False,
         "timeout_graceful_shutdown": grace_seconds,
-        "access_log": access_log,
+        "access_log": False,
         "http": HTTP_PROTOCOL,
     }
     # With one process uvicorn drains, then re-raises the SIGTERM it caught, which would end the process

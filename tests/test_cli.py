@@ -300,7 +300,7 @@ def test_serve_is_the_whole_api_over_real_http(env: dict[str, str], server_facto
     output = server.stop()
     assert "Application shutdown complete." in output  # SIGTERM: a graceful stop (uvicorn re-raises it)
     assert token not in output
-    assert "?[redacted]" in output
+    assert "GET /api/{user_id}/tasks 401" in output  # the access line names the route, never the query
 
 
 def test_serve_warns_about_pending_migrations(fresh_env: dict[str, str], server_factory: type[Server]) -> None:

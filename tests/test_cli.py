@@ -307,7 +307,7 @@ def test_serve_warns_about_pending_migrations(fresh_env: dict[str, str], server_
     server = server_factory(fresh_env)
     server.wait_until_healthy()
     output = server.stop()
-    assert "warning: 4 migration(s) not applied (0001, 0002, 0003, 0004); run `python manage.py migrate`" in output
+    assert "warning: 4 migration(s) not applied (0001, 0002, 0003, 0004); run `uv run manage.py migrate`" in output
 
 
 def test_serve_with_two_workers_shares_one_development_secret(

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Protocol
 import jwt
 
 from config.settings import Settings
-from db.models import USER_ID_MAX_LENGTH
+from db.limits import USER_ID_MAX_LENGTH
 
 logger = logging.getLogger("app.auth")
 

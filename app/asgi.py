@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
@@ -77,15 +78,26 @@ def build_app(settings: Settings) -> Litestar:
         if settings.cors_origins
         else None
     )
+    route_handlers: list[Any] = [TaskController, HealthController, docs_page]
+    on_startup: list[Any] = [open_connections]
+    on_shutdown: list[Any] = [close_connections]
+    metrics = None
+    if settings.metrics_enabled:
+        from app.metrics import Metrics, metrics_route  # noqa: PLC0415 - prometheus_client only when asked
+
+        metrics = Metrics()
+        route_handlers.append(metrics_route(metrics, settings.metrics_token))
+        on_startup.append(metrics.start)
+        on_shutdown.insert(0, metrics.stop)
     app = EdgeApp(
-        route_handlers=[TaskController, HealthController, docs_page],
+        route_handlers=route_handlers,
         # Authentication, rate limits and the path owner, in one hook (app/access.py); the headers every
         # response gets, in one wrapper (app/edge.py). No middleware: each would add a layer to every request.
         before_request=control_access,
         request_class=ApiRequest,
         request_max_body_size=settings.max_body_bytes,
-        on_startup=[open_connections, freeze_startup_objects],
-        on_shutdown=[close_connections],
+        on_startup=[*on_startup, freeze_startup_objects],
+        on_shutdown=on_shutdown,
         plugins=[RateLimitPlugin(settings)],
         exception_handlers=exception_handlers,
         openapi_config=openapi_config(_version()),
@@ -103,6 +115,8 @@ def build_app(settings: Settings) -> Litestar:
         debug=False,
     )
     app.user_hash = user_hasher(settings.signing_secret())
+    if metrics is not None:
+        app.observe = metrics.observe
     return app
 
 

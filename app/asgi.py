@@ -54,8 +54,11 @@ async def close_connections(app: Litestar) -> None:
     await app.state.token_verifier.aclose()
 
 
-def build_app(settings: Settings) -> Litestar:
-    """Assemble the application for ``settings``."""
+def build_app(settings: Settings, *, tracer_provider: Any = None) -> Litestar:
+    """Assemble the application for ``settings``.
+
+    ``tracer_provider`` (tests: an in-memory exporter's) replaces the OTLP exporter that
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` asks for."""
     cors = (
         CORSConfig(
             allow_origins=list(settings.cors_origins),
@@ -89,6 +92,17 @@ def build_app(settings: Settings) -> Litestar:
         route_handlers.append(metrics_route(metrics, settings.metrics_token))
         on_startup.append(metrics.start)
         on_shutdown.insert(0, metrics.stop)
+    plugins: list[Any] = [RateLimitPlugin(settings)]
+    if settings.otel_exporter_otlp_endpoint:
+        from app.tracing import exporting_provider, tracing_plugin  # noqa: PLC0415 - the tracing group, when asked
+
+        provider = tracer_provider or exporting_provider(settings.otel_exporter_otlp_endpoint)
+        plugins.append(tracing_plugin(provider))
+
+        async def flush_spans(_: Litestar) -> None:
+            provider.shutdown()  # sends the spans still batched
+
+        on_shutdown.append(flush_spans)
     app = EdgeApp(
         route_handlers=route_handlers,
         # Authentication, rate limits and the path owner, in one hook (app/access.py); the headers every
@@ -98,7 +112,7 @@ def build_app(settings: Settings) -> Litestar:
         request_max_body_size=settings.max_body_bytes,
         on_startup=[*on_startup, freeze_startup_objects],
         on_shutdown=on_shutdown,
-        plugins=[RateLimitPlugin(settings)],
+        plugins=plugins,
         exception_handlers=exception_handlers,
         openapi_config=openapi_config(_version()),
         cors_config=cors,

@@ -122,6 +122,15 @@ def sqlite_folder_problem(settings: Settings) -> str | None:
     return None
 
 
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
+
+
 def parse_duration(value: str) -> timedelta:
     """``90s``, ``15m``, ``1h``, ``7d`` → a positive ``timedelta``."""
     match = _DURATION.fullmatch(value.strip())
@@ -218,6 +227,14 @@ def serve(host: str | None, port: int | None, workers: int | None, reload: bool)
     workers = workers or settings.web_concurrency
     if reload and workers > 1:
         raise click.UsageError("--reload runs one process; drop --workers")
+    if settings.otel_exporter_otlp_endpoint and not _installed("opentelemetry.sdk"):
+        click.secho(
+            "error: OTEL_EXPORTER_OTLP_ENDPOINT is set but the tracing packages are not installed: "
+            "uv run --group tracing manage.py serve",
+            err=True,
+            fg="red",
+        )
+        sys.exit(1)
     try:
         pending = run(_pending(settings))
     except Exception as exc:  # the server still starts; /health/ready reports the database

@@ -328,7 +328,8 @@ def check() -> None:
         try:
             run(ping_redis(settings.redis_url))
         except Exception as exc:
-            click.secho(f"redis: cannot connect to {location}: {driver_message(exc)}", err=True, fg="red")
+            # redis-py's own error says it in full ("Error 111 connecting to host:port. Connection refused.")
+            click.secho(f"redis: cannot connect to {location}: {type(exc).__name__}: {exc}", err=True, fg="red")
             sys.exit(1)
         click.echo(f"redis: ok ({location})")
     pending = run(_pending(settings))

@@ -85,7 +85,8 @@ def log_config(level: str, log_format: LogFormat) -> dict[str, Any]:
         "root": {"handlers": ["main"], "level": "WARNING"},
         "loggers": {
             "uvicorn": {"handlers": ["main"], "level": level, "propagate": False},
-            "uvicorn.error": {"level": level},
+            # Start and stop lines (a few per process) stay at INFO whatever LOG_LEVEL, as uvicorn's own config has it.
+            "uvicorn.error": {"level": "INFO" if level in {"DEBUG", "INFO", "WARNING"} else level},
             "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},  # ours is app.access
             "app": {"handlers": ["main"], "level": level, "propagate": False},
             "db": {"handlers": ["main"], "level": level, "propagate": False},

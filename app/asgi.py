@@ -75,6 +75,7 @@ def build_app(settings: Settings, *, tracer_provider: Any = None) -> Litestar:
                 "RateLimit-Remaining",
                 "RateLimit-Reset",
                 "RateLimit-Policy",
+                "X-Request-ID",
             ],
             max_age=600,
         )

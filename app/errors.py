@@ -11,7 +11,7 @@ import logging
 import sqlite3
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import msgspec
@@ -46,7 +46,10 @@ class ProblemDetail(msgspec.Struct, omit_defaults=True):
     status: int
     detail: str
     errors: list[FieldError] | None = None
-    request_id: str | None = None  # extension member: the X-Request-ID of the request, to quote in a report
+    request_id: Annotated[
+        str | None,
+        msgspec.Meta(description="The request's id (its X-Request-ID): quote it when reporting a problem."),
+    ] = None
 
 
 _SLUGS = {

@@ -14,13 +14,14 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 
-from app.auth.tokens import issue_token
+from app.auth.tokens import InvalidTokenError, TokenRules, issue_token
 from app.edge import user_hasher
 from config.logging import REQUEST_ID, RequestIdFilter, log_config
 from config.settings import NAMES, Settings
@@ -184,3 +185,18 @@ def test_log_format_defaults_to_json_in_production_only() -> None:
     assert Settings.from_env({**secret, "APP_ENV": "production"}).log_format == "json"
     assert Settings.from_env({"APP_ENV": "development"}).log_format == "text"
     assert Settings.from_env({"LOG_FORMAT": "JSON"}).log_format == "json"
+
+
+def test_an_audience_mismatch_is_logged_with_both_values(caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(better_auth_secret=TEST_SECRET, jwt_audience="https://api.example.com")
+    foreign = issue_token(replace(settings, jwt_audience="https://other.example.com"), "u1", timedelta(minutes=5))
+    caplog.set_level(logging.INFO, logger="app.auth")
+    with pytest.raises(InvalidTokenError, match="issued by or for someone else"):
+        TokenRules.from_settings(settings).decode(foreign, TEST_SECRET, "HS256")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "app.auth"] == [
+        (
+            logging.INFO,
+            "token refused: aud mismatch: expected 'https://api.example.com', received 'https://other.example.com'",
+        )
+    ]
+    assert foreign not in caplog.text

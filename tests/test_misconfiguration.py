@@ -116,6 +116,7 @@ async def test_clients_get_a_503_and_the_log_names_the_cause_once(
     assert named[0].getMessage().startswith("the database refuses our configuration: ")
     assert named[0].exc_info is None
     assert not [r for r in caplog.records if r.exc_info], caplog.text  # no traceback anywhere
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == named  # one line, not one per request
     assert WRONG not in caplog.text
     assert PASSWORD not in caplog.text
 

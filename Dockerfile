@@ -9,8 +9,10 @@ ENV UV_COMPILE_BYTECODE=1 \
 RUN pip install --no-cache-dir "uv>=0.13,<0.14"
 WORKDIR /app
 COPY pyproject.toml uv.lock ./
-# Exactly what uv.lock pins for the app: no dependency groups (tests, linters, the benchmark).
-RUN uv sync --frozen --no-default-groups --no-install-project
+# Exactly what uv.lock pins for the app: no dependency groups (tests, linters, the benchmark). For tracing
+# (OTEL_EXPORTER_OTLP_ENDPOINT): docker build --build-arg UV_GROUPS="--group tracing" .
+ARG UV_GROUPS=""
+RUN uv sync --frozen --no-default-groups --no-install-project ${UV_GROUPS}
 
 FROM python:3.11-slim AS runtime
 ENV PATH=/app/.venv/bin:$PATH \

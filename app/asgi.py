@@ -5,15 +5,15 @@ from __future__ import annotations
 import gc
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
-from litestar.logging import LoggingConfig
 
 from app.access import control_access
 from app.auth.verifier import build_verifier
-from app.edge import EdgeApp
+from app.edge import EdgeApp, user_hasher
 from app.errors import exception_handlers
 from app.health import HealthController
 from app.openapi import docs_asset, docs_page, index, openapi_config
@@ -56,8 +56,11 @@ async def close_connections(app: Litestar) -> None:
     await app.state.token_verifier.aclose()
 
 
-def build_app(settings: Settings) -> Litestar:
-    """Assemble the application for ``settings``."""
+def build_app(settings: Settings, *, tracer_provider: Any = None) -> Litestar:
+    """Assemble the application for ``settings``.
+
+    ``tracer_provider`` (tests: an in-memory exporter's) replaces the OTLP exporter that
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` asks for."""
     cors = (
         CORSConfig(
             allow_origins=list(settings.cors_origins),
@@ -74,30 +77,53 @@ def build_app(settings: Settings) -> Litestar:
                 "RateLimit-Remaining",
                 "RateLimit-Reset",
                 "RateLimit-Policy",
+                "X-Request-ID",
             ],
             max_age=600,
         )
         if settings.cors_origins
         else None
     )
-    return EdgeApp(
-        route_handlers=[
-            TaskController,
-            SyncController,
-            BatchController,
-            HealthController,
-            docs_page,
-            docs_asset,
-            index,
-        ],
+    route_handlers: list[Any] = [
+        TaskController,
+        SyncController,
+        BatchController,
+        HealthController,
+        docs_page,
+        docs_asset,
+        index,
+    ]
+    on_startup: list[Any] = [open_connections]
+    on_shutdown: list[Any] = [close_connections]
+    metrics = None
+    if settings.metrics_enabled:
+        from app.metrics import Metrics, metrics_route  # noqa: PLC0415 - prometheus_client only when asked
+
+        metrics = Metrics()
+        route_handlers.append(metrics_route(metrics, settings.metrics_token))
+        on_startup.append(metrics.start)
+        on_shutdown.insert(0, metrics.stop)
+    plugins: list[Any] = [RateLimitPlugin(settings)]
+    if settings.otel_exporter_otlp_endpoint:
+        from app.tracing import exporting_provider, tracing_plugin  # noqa: PLC0415 - the tracing group, when asked
+
+        provider = tracer_provider or exporting_provider(settings.otel_exporter_otlp_endpoint)
+        plugins.append(tracing_plugin(provider))
+
+        async def flush_spans(_: Litestar) -> None:
+            provider.shutdown()  # sends the spans still batched
+
+        on_shutdown.append(flush_spans)
+    app = EdgeApp(
+        route_handlers=route_handlers,
         # Authentication, rate limits and the path owner, in one hook (app/access.py); the headers every
         # response gets, in one wrapper (app/edge.py). No middleware: each would add a layer to every request.
         before_request=control_access,
         request_class=ApiRequest,
         request_max_body_size=settings.max_body_bytes,
-        on_startup=[open_connections, freeze_startup_objects],
-        on_shutdown=[close_connections],
-        plugins=[RateLimitPlugin(settings)],
+        on_startup=[*on_startup, freeze_startup_objects],
+        on_shutdown=on_shutdown,
+        plugins=plugins,
         exception_handlers=exception_handlers,
         openapi_config=openapi_config(_version(), jwks=bool(settings.jwt_jwks_url), user_claim=settings.jwt_user_claim),
         cors_config=cors,
@@ -108,12 +134,15 @@ def build_app(settings: Settings) -> Litestar:
                 "cursor_key": cursor_key(settings.signing_secret()),
             }
         ),
-        logging_config=LoggingConfig(
-            root={"level": settings.log_level, "handlers": ["queue_listener"]},
-            log_exceptions="never",  # app.errors logs what matters, without request headers
-        ),
+        # Logging is configured by the server (config/logging.py, applied by uvicorn in each worker), not by
+        # Litestar; Litestar logs no exceptions either: app.errors logs what matters, without request headers.
+        logging_config=None,
         debug=False,
     )
+    app.user_hash = user_hasher(settings.signing_secret())
+    if metrics is not None:
+        app.observe = metrics.observe
+    return app
 
 
 def create_app() -> Litestar:

@@ -11,6 +11,12 @@
   handler when a path's first handler is registered and keeps it as more join, so ``OPTIONS
   /api/{user_id}/tasks`` said ``Allow: OPTIONS, POST`` without ``GET`` (litestar-org/litestar#4169, fixed only
   in Litestar 3); the header is rewritten from the routes the app really has.
+* **Request id**: an ``X-Request-ID`` the client sent (a sane token: 1 to 128 of ``A-Z a-z 0-9 . _ : -``) or
+  a new one is the request's id: set in :data:`config.logging.REQUEST_ID` for every log line of the request,
+  put in every problem body (``app.errors.problem``) and echoed in the response's ``X-Request-ID``.
+* **Access line**: one ``app.access`` record per request (method, route template, status, duration, the
+  token's user as a keyed hash), written after the response; never the raw path or the query string.
+* **Metrics** (``METRICS_ENABLED``): the request counted and timed by method, route template and status.
 * **Cut off by shutdown**: a request still running when the shutdown grace period ends is cancelled by
   uvicorn, which would answer a plain-text 500 and log an error trace; it gets a 503 problem instead (the
   request did not finish: retry it).
@@ -19,7 +25,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 from litestar import Litestar
@@ -30,8 +42,10 @@ from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, HTTPSc
 
 from app.errors import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_PREFIX, ProblemDetail
 from app.ratelimit.plugin import response_headers as rate_limit_headers
+from config.logging import ACCESS_LOGGER, REQUEST_ID, new_request_id
 
 logger = logging.getLogger("app.serving")
+access_logger = logging.getLogger(ACCESS_LOGGER)
 
 SHUTDOWN_RETRY_AFTER_SECONDS = 5
 # What a browser should do with an API response: never sniff, frame, cache, or run it as a page.
@@ -54,19 +68,54 @@ DOCS_PATHS = ("/docs",)
 _API_LINES = [(name.encode(), value.encode()) for name, value in API_HEADERS.items()]
 _DOCS_LINES = [(name.encode(), value.encode()) for name, value in DOCS_HEADERS.items()]
 
-_STOPPED = msgspec.json.encode(
-    ProblemDetail(
-        type=PROBLEM_TYPE_PREFIX + "service-unavailable",
-        title="Service Unavailable",
-        status=503,
-        detail="The server is shutting down and stopped this request before it finished; retry it.",
+REQUEST_ID_HEADER = b"x-request-id"
+_SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+USER_HASH_CONTEXT = b"todo-backend access log user"
+
+
+def request_id_of(scope: Scope) -> str:
+    """The client's ``X-Request-ID`` when it is a sane token, else a new id."""
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            if _SANE_REQUEST_ID.fullmatch(value):
+                return value.decode()
+            break
+    return new_request_id()
+
+
+def user_hasher(secret: str) -> Callable[[str], str]:
+    """The access log's name for a token user: an HMAC of the user id under a key derived from ``secret``, so a
+    log reader can follow one user without learning who it is (nor guess it from a list of user ids)."""
+    key = hmac.new(secret.encode(), USER_HASH_CONTEXT, hashlib.sha256).digest()
+    cache: dict[str, str] = {}
+
+    def user_hash(user: str) -> str:
+        hashed = cache.get(user)
+        if hashed is None:
+            if len(cache) > 10_000:
+                cache.clear()
+            hashed = cache[user] = hmac.new(key, user.encode(), hashlib.sha256).hexdigest()[:16]
+        return hashed
+
+    return user_hash
+
+
+def _stopped_body(request_id: str | None) -> bytes:
+    return msgspec.json.encode(
+        ProblemDetail(
+            type=PROBLEM_TYPE_PREFIX + "service-unavailable",
+            title="Service Unavailable",
+            status=503,
+            detail="The server is shutting down and stopped this request before it finished; retry it.",
+            request_id=request_id,
+        )
     )
-)
 
 
-def _finish_start(message: HTTPResponseStartEvent, scope: HTTPScope) -> None:
+def _finish_start(message: HTTPResponseStartEvent, scope: HTTPScope, request_id: str) -> None:
     """Add the edge's headers to a ``http.response.start`` message."""
     headers = list(message.get("headers") or ())
+    headers.append((REQUEST_ID_HEADER, request_id.encode()))
     headers += _DOCS_LINES if scope["path"].startswith(DOCS_PATHS) else _API_LINES
     headers += rate_limit_headers(scope)
     message["headers"] = headers
@@ -89,42 +138,77 @@ def list_every_allowed_method(message: HTTPResponseStartEvent, scope: HTTPScope)
 class EdgeApp(Litestar):
     """Litestar, with the edge around every HTTP request (see the module docstring)."""
 
+    user_hash: Callable[[str], str] = staticmethod(user_hasher(""))  # build_app sets the server's own
+    observe: Callable[[str, str, int, float], None] | None = None  # metrics: method, route, status, seconds
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
         """Serve one request (or lifespan event) through Litestar, finishing each response on its way out."""
         if scope["type"] != ScopeType.HTTP:
             await super().__call__(scope, receive, send)
             return
         http_scope = scope
-        started = False
+        request_id = request_id_of(scope)
+        token = REQUEST_ID.set(request_id)
+        began = time.perf_counter()
+        status = 0
 
         async def edge_send(message: Message) -> None:
-            nonlocal started
+            nonlocal status
             if message["type"] == "http.response.start":
-                started = True
-                _finish_start(message, http_scope)
+                status = message["status"]
+                _finish_start(message, http_scope, request_id)
             await send(message)
 
         try:
             await super().__call__(scope, receive, edge_send)
         except asyncio.CancelledError:
-            if started:
+            if status:
                 raise
             logger.warning("%s %s stopped by the end of the shutdown grace period", http_scope["method"], scope["path"])
-            await _answer_stopped(edge_send)
+            await _answer_stopped(edge_send, request_id)
             # Not re-raised: uvicorn cancelled the request only to end it, and it has ended with an answer.
+        finally:
+            self._record(http_scope, status, time.perf_counter() - began)
+            REQUEST_ID.reset(token)
+
+    def _record(self, scope: HTTPScope, status: int, seconds: float) -> None:
+        """The access line and the metrics of one finished request (status 0: no response was sent)."""
+        route = scope.get("path_template") or None  # never the raw path: it holds user ids
+        if self.observe is not None:
+            self.observe(scope["method"], route or "(unmatched)", status, seconds)
+        if not access_logger.isEnabledFor(logging.INFO):
+            return
+        user = scope.get("user")
+        fields: dict[str, Any] = {
+            "method": scope["method"],
+            "route": route,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 2),
+            "user": self.user_hash(user) if isinstance(user, str) else None,
+        }
+        access_logger.info(
+            "%s %s %d %.2fms user=%s",
+            fields["method"],
+            route or "(unmatched)",
+            status,
+            fields["duration_ms"],
+            fields["user"] or "-",
+            extra={"http": fields},
+        )
 
 
-async def _answer_stopped(send: Send) -> None:
+async def _answer_stopped(send: Send, request_id: str) -> None:
+    body = _stopped_body(request_id)
     start: HTTPResponseStartEvent = {
         "type": "http.response.start",
         "status": 503,
         "headers": [
             (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-            (b"content-length", str(len(_STOPPED)).encode()),
+            (b"content-length", str(len(body)).encode()),
             (b"retry-after", str(SHUTDOWN_RETRY_AFTER_SECONDS).encode()),
             (b"connection", b"close"),
         ],
     }
-    body: HTTPResponseBodyEvent = {"type": "http.response.body", "body": _STOPPED, "more_body": False}
+    body_event: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
     await send(start)
-    await send(body)
+    await send(body_event)

@@ -8,9 +8,10 @@ details go to the server log only, never to the client.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import msgspec
@@ -27,6 +28,7 @@ from app.requests import ClientDisconnectedError
 from app.tasks.etags import etag
 from app.tasks.schemas import TaskRead
 from app.validation import FieldError, InvalidRequestError, parameter_message
+from config.logging import REQUEST_ID
 from db.database import ConstraintViolationError, DatabaseUnavailableError, PoolExhaustedError
 from db.owned import OwnerScopeError, StaleVersionError
 
@@ -47,6 +49,10 @@ class ProblemDetail(msgspec.Struct, omit_defaults=True):
     detail: str
     errors: list[FieldError] | None = None
     task: TaskRead | None = None  # a 412: the task as it is now (its ETag is in the header)
+    request_id: Annotated[
+        str | None,
+        msgspec.Meta(description="The request's id (its X-Request-ID): quote it when reporting a problem."),
+    ] = None
 
 
 _SLUGS = {
@@ -85,6 +91,7 @@ def problem(
         detail=detail,
         errors=errors,
         task=task,
+        request_id=REQUEST_ID.get(),
     )
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=dict(headers or {}))
 
@@ -242,10 +249,44 @@ def _conflict() -> Response[ProblemDetail]:
     return problem(409, "The change conflicts with the current state of the data.")
 
 
+# The database refuses who we are or lacks what we need: not an outage that passes, a setting or a step to fix.
+# 28000 invalid authorization (an unknown role), 28P01 wrong password, 3D000 no such database.
+_MISCONFIGURED_SQLSTATE_CLASSES = frozenset({"28"})
+_MISCONFIGURED_SQLSTATES = frozenset({"3D000"})
+_SCHEMA_BEHIND_SQLSTATES = frozenset({"42P01", "42703"})  # undefined table, undefined column
+_SQLITE_SCHEMA_BEHIND = ("no such table", "no such column")
+_SQLITE_MISCONFIGURED = ("unable to open database file",)
+_reported: set[str] = set()
+_MAX_REPORTED = 100
+
+
+def named_cause(exc: BaseException) -> str | None:
+    """What to tell the operator when the database refuses our configuration or lacks our schema, in the
+    driver's own words (they name the user or the database, never the password); ``None`` for an outage."""
+    for current in _causes(exc):
+        sqlstate = _sqlstate(current)
+        sqlite = isinstance(current, sqlite3.OperationalError)
+        if (sqlstate and (sqlstate[:2] in _MISCONFIGURED_SQLSTATE_CLASSES or sqlstate in _MISCONFIGURED_SQLSTATES)) or (
+            sqlite and str(current).startswith(_SQLITE_MISCONFIGURED)
+        ):
+            return f"the database refuses our configuration: {current}; check DATABASE_URL (`uv run manage.py check`)"
+        if sqlstate in _SCHEMA_BEHIND_SQLSTATES or (sqlite and str(current).startswith(_SQLITE_SCHEMA_BEHIND)):
+            return f"the database schema is not migrated: {current}; run `uv run manage.py migrate`"
+    return None
+
+
 def _database_unavailable(exc: BaseException) -> Response[ProblemDetail]:
-    # Exception types and SQLSTATEs only: messages can carry connection details.
-    chain = " <- ".join(type(e).__name__ + (f"[{_sqlstate(e)}]" if _sqlstate(e) else "") for e in _causes(exc))
-    logger.warning("database unavailable: %s", chain)
+    cause = named_cause(exc)
+    if cause is None:
+        # Exception types and SQLSTATEs only: messages can carry connection details.
+        chain = " <- ".join(type(e).__name__ + (f"[{_sqlstate(e)}]" if _sqlstate(e) else "") for e in _causes(exc))
+        logger.warning("database unavailable: %s", chain)
+    elif cause in _reported:  # once per process: the same line for every request would bury everything else
+        logger.debug("%s", cause)
+    else:
+        if len(_reported) < _MAX_REPORTED:
+            _reported.add(cause)
+        logger.error("%s", cause)
     return problem(
         503,
         "The database is unavailable; retry shortly.",

@@ -41,6 +41,7 @@ import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.errors import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_PREFIX, ProblemDetail
+from config.logging import new_request_id
 from config.settings import ConnectionLimits, get_settings
 
 logger = logging.getLogger("app.http")
@@ -57,13 +58,17 @@ LINGER_SECONDS = 2.0
 
 
 def problem_response(status: int, detail: str, *, retry_after: int | None = None) -> bytes:
-    """A complete ``HTTP/1.1`` problem+json response that closes the connection, as raw bytes."""
+    """A complete ``HTTP/1.1`` problem+json response that closes the connection, as raw bytes.
+
+    The request never reached the application, so it gets a new request id (body and ``X-Request-ID``)."""
+    request_id = new_request_id()
     body = msgspec.json.encode(
         ProblemDetail(
             type=PROBLEM_TYPE_PREFIX + _SLUGS.get(status, "error"),
             title=HTTPStatus(status).phrase,
             status=status,
             detail=detail,
+            request_id=request_id,
         )
     )
     head = (
@@ -71,6 +76,7 @@ def problem_response(status: int, detail: str, *, retry_after: int | None = None
         f"content-type: {PROBLEM_MEDIA_TYPE}\r\n"
         f"content-length: {len(body)}\r\n"
         + (f"retry-after: {retry_after}\r\n" if retry_after is not None else "")
+        + f"x-request-id: {request_id}\r\n"
         + "connection: close\r\n"
     )
     return head.encode() + _SECURITY_HEADERS + b"\r\n" + body

@@ -8,14 +8,22 @@ holds with several workers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import resource
 import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 APP = "app.asgi:create_app"
 HTTP_PROTOCOL = "app.http_protocol:BoundedHttpToolsProtocol"  # an import string: workers import it themselves
@@ -58,6 +66,28 @@ def raise_open_file_limit() -> tuple[int, int]:
     return soft, hard
 
 
+@contextlib.contextmanager
+def metrics_folder(settings: Settings) -> Iterator[None]:
+    """With ``METRICS_ENABLED``, the folder where every worker writes its metrics (prometheus_client's
+    multiprocess mode reads ``PROMETHEUS_MULTIPROC_DIR`` when it is imported, so it is set before workers
+    start): ``PROMETHEUS_MULTIPROC_DIR`` emptied of a previous run's files, or a temporary folder removed
+    when the server stops."""
+    if not settings.metrics_enabled:
+        yield
+        return
+    if settings.prometheus_multiproc_dir:
+        folder = Path(settings.prometheus_multiproc_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):  # counters of a previous run would be added to this one's
+            stale.unlink()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="todo-metrics-") as temporary:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = temporary
+        yield
+
+
 def _stopped_on_request(_signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)
 
@@ -70,11 +100,10 @@ def run(
     reload: bool,
     log_config: dict[str, Any],
     grace_seconds: int,
-    access_log: bool = True,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully (see the module docstring).
 
-    ``access_log``: a line per request (uvicorn's); off, uvicorn does not even build the line.
+    uvicorn's access log is off (it does not even build the line): the app writes its own (``app.edge``).
     """
     raise_open_file_limit()
     options: dict[str, Any] = {
@@ -84,7 +113,7 @@ def run(
         "log_config": log_config,
         "server_header": False,
         "timeout_graceful_shutdown": grace_seconds,
-        "access_log": access_log,
+        "access_log": False,
         "http": HTTP_PROTOCOL,
     }
     # With one process uvicorn drains, then re-raises the SIGTERM it caught, which would end the process

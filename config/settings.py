@@ -41,6 +41,7 @@ _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 Environment = Literal["development", "production", "test"]
+LogFormat = Literal["json", "text"]
 ENVIRONMENTS: tuple[Environment, ...] = ("development", "production", "test")
 
 
@@ -351,6 +352,42 @@ def _log_level(text: str, _: Mapping[str, Any]) -> str:
     return level
 
 
+def _log_format(text: str, earlier: Mapping[str, Any]) -> LogFormat:
+    value = text.lower() or ("json" if earlier.get("APP_ENV") == "production" else "text")
+    if value == "json":
+        return "json"
+    if value == "text":
+        return "text"
+    raise _InvalidValueError(f"LOG_FORMAT must be json or text (got {value!r})")
+
+
+def _flag(name: str) -> Reader:
+    def read(text: str, _: Mapping[str, Any]) -> bool:
+        value = text.lower()
+        if value in {"1", "true", "yes", "on"}:
+            return True
+        if value in {"0", "false", "no", "off"}:
+            return False
+        raise _InvalidValueError(f"{name} must be true or false (got {value!r})")
+
+    read.accepted = "`true` or `false`"  # type: ignore[attr-defined]
+    return read
+
+
+def _metrics_token(text: str, earlier: Mapping[str, Any]) -> str | None:
+    if text and not earlier.get("METRICS_ENABLED"):
+        raise _InvalidValueError("METRICS_TOKEN is set but METRICS_ENABLED is not true")
+    if text and len(text) < 16:
+        raise _InvalidValueError("METRICS_TOKEN must be at least 16 characters")
+    return text or None
+
+
+def _otlp_endpoint(text: str, _: Mapping[str, Any]) -> str | None:
+    if text and not text.startswith(("http://", "https://")):
+        raise _InvalidValueError("OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// URL")
+    return text or None
+
+
 def _redis_url(text: str, _: Mapping[str, Any]) -> str | None:
     """Why a text cannot be a Redis URL is said without repeating it: it may hold a password."""
     if not text:
@@ -407,6 +444,15 @@ SETTINGS: tuple[Setting, ...] = (
         "`DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`; at `WARNING` and above there is no access log line "
         "per request.",
         "Application",
+    ),
+    Setting(
+        "LOG_FORMAT",
+        _log_format,
+        "",
+        "`json` (one object per line) or `text`. Every line carries the request id; one access line per request "
+        "names the route template, status, duration and the token's user as a keyed hash.",
+        "Application",
+        shown_default="`json` in production, else `text`",
     ),
     # Database
     Setting(
@@ -636,6 +682,41 @@ SETTINGS: tuple[Setting, ...] = (
         "Serving",
     ),
 )
+SETTINGS += (
+    # Observability
+    Setting(
+        "METRICS_ENABLED",
+        _flag("METRICS_ENABLED"),
+        "false",
+        "`true`: Prometheus metrics at `/metrics` (requests by method, route template and status, latency, "
+        "database pool, rate-limit refusals), summed over every worker.",
+        "Observability",
+    ),
+    Setting(
+        "METRICS_TOKEN",
+        _metrics_token,
+        "",
+        "When set (16 characters or more), `/metrics` answers only `Authorization: Bearer <METRICS_TOKEN>`.",
+        "Observability",
+        secret=True,
+    ),
+    Setting(
+        "PROMETHEUS_MULTIPROC_DIR",
+        _plain,
+        "",
+        "Folder where workers share their metrics (prometheus_client's multiprocess mode). Empty: `manage.py "
+        "serve` makes a temporary one when metrics are on.",
+        "Observability",
+    ),
+    Setting(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        _otlp_endpoint,
+        "",
+        "When set, e.g. `http://collector:4318`, each request is traced with OpenTelemetry and the spans are "
+        "sent there over OTLP/HTTP. Empty: no tracing.",
+        "Observability",
+    ),
+)
 NAMES: tuple[str, ...] = tuple(setting.name for setting in SETTINGS)
 
 
@@ -666,6 +747,7 @@ class Settings:
     app_env: Environment = "development"
     data_dir: Path = PROJECT_ROOT / "data"
     log_level: str = "INFO"
+    log_format: LogFormat = "text"
     database_url: str = ""
     migrations_database_url: str = ""
     database_pooler: PoolerMode = "auto"
@@ -689,6 +771,10 @@ class Settings:
     port: int = 8000
     web_concurrency: int = 1
     shutdown_grace_seconds: int = DEFAULT_SHUTDOWN_GRACE_SECONDS
+    metrics_enabled: bool = False
+    metrics_token: str | None = field(default=None, repr=False)
+    prometheus_multiproc_dir: str = ""
+    otel_exporter_otlp_endpoint: str | None = None
 
     @property
     def migrations_url(self) -> str:
@@ -716,6 +802,7 @@ class Settings:
             app_env=v["APP_ENV"],
             data_dir=v["DATA_DIR"],
             log_level=v["LOG_LEVEL"],
+            log_format=v["LOG_FORMAT"],
             database_url=v["DATABASE_URL"],
             migrations_database_url=v["MIGRATIONS_DATABASE_URL"],
             database_pooler=v["DATABASE_POOLER"],
@@ -752,6 +839,10 @@ class Settings:
             port=v["PORT"],
             web_concurrency=v["WEB_CONCURRENCY"],
             shutdown_grace_seconds=v["SHUTDOWN_GRACE_SECONDS"],
+            metrics_enabled=v["METRICS_ENABLED"],
+            metrics_token=v["METRICS_TOKEN"],
+            prometheus_multiproc_dir=v["PROMETHEUS_MULTIPROC_DIR"],
+            otel_exporter_otlp_endpoint=v["OTEL_EXPORTER_OTLP_ENDPOINT"],
         )
 
     def signing_secret(self) -> str:

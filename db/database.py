@@ -57,6 +57,8 @@ Row = Mapping[str, Any]
 _SESSION_ENDED = frozenset({"57P01", "57P02", "57P03"})
 # Statements that fail on a constraint: the client's conflict, not the server's fault.
 _CONSTRAINT_CLASS = "23"
+# A table or column the statement needs is missing: the schema is behind the code (migrations not applied).
+SCHEMA_BEHIND_SQLSTATES = frozenset({"42P01", "42703"})
 
 
 class ConstraintViolationError(Exception):
@@ -187,6 +189,8 @@ def _translated(exc: Exception) -> Exception:
         return ConstraintViolationError(f"constraint violated (SQLSTATE {sqlstate})")
     if _broken(exc) or isinstance(exc, TimeoutError) or _transient_sqlstate(sqlstate):
         return DatabaseUnavailableError("the database could not run the statement")
+    if sqlstate in SCHEMA_BEHIND_SQLSTATES:
+        return DatabaseUnavailableError("the database schema is not migrated")
     return exc
 
 

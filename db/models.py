@@ -24,7 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
-USER_ID_MAX_LENGTH = 255
+from db.limits import USER_ID_MAX_LENGTH
+
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 TITLE_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 1000

@@ -317,7 +317,13 @@ class ConnectionPool:
         if self._down:
             return
         self._down = True
-        logger.warning("database unreachable (%s): dropping every connection", type(cause).__name__)
+        sqlstate = str(getattr(cause, "sqlstate", "") or "")
+        if sqlstate[:2] == "28" or sqlstate == "3D000":
+            # Not an outage: the database refuses our credentials or has no such database. The request's error
+            # handler names the cause once (app.errors); a second line here would only say it less clearly.
+            logger.debug("database refuses our configuration (%s): dropping every connection", type(cause).__name__)
+        else:
+            logger.warning("database unreachable (%s): dropping every connection", type(cause).__name__)
         for connection in list(self._idle):
             connection.raw.terminate()
         self._idle.clear()

@@ -54,6 +54,18 @@ def head_revisions() -> set[str]:
     return set(ScriptDirectory.from_config(alembic_config("")).get_heads())
 
 
+def all_revisions() -> list[str]:
+    """Every revision of the migration scripts, oldest first."""
+    script = ScriptDirectory.from_config(alembic_config(""))
+    return [rev.revision for rev in reversed(list(script.walk_revisions()))]
+
+
+def migration_name(revision: str) -> str:
+    """A revision as people name it: its file's name (``0003_task_version``)."""
+    script = ScriptDirectory.from_config(alembic_config("")).get_revision(revision)
+    return Path(script.path).stem if script is not None else revision
+
+
 async def pending_revisions(engine: AsyncEngine) -> list[str]:
     """Revisions not yet applied to the database behind ``engine``, oldest first (empty when current)."""
     async with engine.connect() as connection:

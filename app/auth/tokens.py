@@ -9,6 +9,7 @@ check and the routes never know which one runs; ``app/auth/verifier.py`` picks o
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -19,7 +20,9 @@ from typing import Any, NamedTuple, Protocol
 import jwt
 
 from config.settings import Settings
-from db.models import USER_ID_MAX_LENGTH
+from db.limits import USER_ID_MAX_LENGTH
+
+logger = logging.getLogger("app.auth")
 
 # An allow-list, never taken from the token header: "none" and asymmetric algorithms are refused.
 SHARED_SECRET_ALGORITHMS = ("HS256",)
@@ -120,10 +123,22 @@ class TokenRules:
         except jwt.MissingRequiredClaimError as exc:
             raise InvalidTokenError(f"The token lacks the required {exc.claim!r} claim.") from exc
         except (jwt.InvalidIssuerError, jwt.InvalidAudienceError) as exc:
+            self._log_mismatch(token, issuer=isinstance(exc, jwt.InvalidIssuerError))
             raise InvalidTokenError("The token was issued by or for someone else.") from exc
         except jwt.PyJWTError as exc:
             raise InvalidTokenError("The token is malformed or its signature is invalid.") from exc
         return VerifiedToken(user_id_from_claims(claims, self.user_claim), float(claims["exp"]))
+
+    def _log_mismatch(self, token: str, *, issuer: bool) -> None:
+        """Say at INFO which ``iss`` or ``aud`` was expected and which the token carried (never the token): the
+        signature was valid, so the usual cause is a frontend and an API configured with different URLs."""
+        claim = "iss" if issuer else "aud"
+        expected = self.issuer if issuer else self.audience
+        try:
+            received: Any = jwt.decode(token, options={"verify_signature": False}).get(claim)
+        except jwt.PyJWTError:  # pragma: no cover - it decoded a moment ago
+            received = None
+        logger.info("token refused: %s mismatch: expected %r, received %s", claim, expected, _shown(received))
 
 
 class VerifiedTokenCache:
@@ -182,6 +197,12 @@ class SharedSecretVerifier:
 
     async def aclose(self) -> None:
         """Nothing to release."""
+
+
+def _shown(value: Any, limit: int = 200) -> str:
+    """A claim value as the log shows it: its repr, cut to ``limit`` characters (the client wrote it)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def user_id_from_claims(claims: dict[str, Any], claim: str) -> str:

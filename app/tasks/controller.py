@@ -40,7 +40,8 @@ from app.tasks.schemas import (
 )
 from app.validation import InvalidRequestError, StructBody
 from db.database import Database, Executor, Row
-from db.models import USER_ID_MAX_LENGTH, Task
+from db.limits import USER_ID_MAX_LENGTH
+from db.models import Task
 from db.repositories import TaskRepository
 
 T = TypeVar("T")

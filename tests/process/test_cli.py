@@ -178,7 +178,7 @@ def test_serve_is_the_whole_api_over_real_http(env: dict[str, str], servers: Ser
     output = server.stop()
     assert "Application shutdown complete." in output  # SIGTERM: a graceful stop (uvicorn re-raises it)
     assert token not in output
-    assert "?[redacted]" in output
+    assert "GET /api/{user_id}/tasks 401" in output  # the access line names the route, never the query
 
 
 def test_serve_warns_about_pending_migrations(fresh_env: dict[str, str], servers: Servers) -> None:
@@ -186,7 +186,7 @@ def test_serve_warns_about_pending_migrations(fresh_env: dict[str, str], servers
     server.wait_until_healthy()
     output = server.stop()
     pending = "5 migration(s) not applied (0001, 0002, 0003, 0004, 0005)"
-    assert f"warning: {pending}; run `python manage.py migrate`" in output
+    assert f"warning: {pending}; run `uv run manage.py migrate`" in output
 
 
 def test_serve_with_two_workers_shares_one_development_secret(env: dict[str, str], servers: Servers) -> None:

@@ -206,7 +206,7 @@ export interface paths {
         };
         /**
          * Readiness
-         * @description 200 when the database answers within 1.5 s, else 503. The check has its own connection: it never waits behind request traffic for a pooled one.
+         * @description 200 when the database answers within 1.5 s and has every migration, else 503 (the detail names the pending migrations). The check has its own connection: it never waits behind request traffic for a pooled one.
          */
         get: operations["ready"];
         put?: never;
@@ -281,6 +281,8 @@ export interface components {
             detail: string;
             errors?: components["schemas"]["FieldError"][] | null;
             task?: components["schemas"]["TaskRead"] | null;
+            /** @description The request's id (its X-Request-ID): quote it when reporting a problem. */
+            request_id?: string | null;
         };
         /** TaskCompletion */
         TaskCompletion: {

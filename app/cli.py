@@ -17,16 +17,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from app import serving
-from app.auth.tokens import InvalidTokenError, issue_token, user_id_from_claims
-from config.settings import Settings, SettingsError, get_settings
-from db.database import open_database
-from db.engine import create_engine
-from db.feed import purge_every_users_old_tombstones, purge_every_users_old_trash
-from db.idempotency import purge_every_users_expired_keys
-from db.schema_migrations import make_migration, pending_revisions, upgrade
-from db.url import translate_database_url
-
 if TYPE_CHECKING:
     from config.settings import Settings
 
@@ -39,6 +29,7 @@ T = TypeVar("T")
 
 def load_settings() -> Settings:
     """Settings from the environment, or exit with one line per bad value."""
+    from config.settings import SettingsError, get_settings
 
     try:
         return get_settings()
@@ -57,6 +48,7 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 def rendered(database_url: str) -> str:
     """The database URL as messages show it: never the password."""
+    from db.url import translate_database_url
 
     return translate_database_url(database_url).render()
 
@@ -82,6 +74,8 @@ def driver_message(exc: BaseException) -> str:
 async def _pending(settings: Settings, database_url: str | None = None) -> list[str]:
     import asyncio
 
+    from db.engine import create_engine
+    from db.schema_migrations import pending_revisions
 
     engine = create_engine(database_url or settings.database_url, settings.db_options, pooler=settings.database_pooler)
     try:
@@ -96,6 +90,7 @@ async def _ping(settings: Settings) -> None:
 
     from sqlalchemy import text
 
+    from db.engine import create_engine
 
     engine = create_engine(settings.database_url, settings.db_options, pooler=settings.database_pooler)
     try:
@@ -158,7 +153,7 @@ def migrate(revision: str) -> None:
     Connects to MIGRATIONS_DATABASE_URL when it is set (Neon's direct host), else DATABASE_URL. Prints each
     migration it applied.
     """
-    from db.schema_migrations import migration_name
+    from db.schema_migrations import migration_name, upgrade
 
     settings = load_settings()
     database = rendered(settings.migrations_url)
@@ -202,6 +197,7 @@ def makemigrations(message: str) -> None:
     Compares the models with an up-to-date database (MIGRATIONS_DATABASE_URL or DATABASE_URL), like alembic
     autogenerate.
     """
+    from db.schema_migrations import make_migration
 
     settings = load_settings()
     pending = run(_pending(settings, settings.migrations_url))
@@ -223,6 +219,7 @@ def serve(host: str | None, port: int | None, workers: int | None, reload: bool)
     Refuses to start with pending migrations when APP_ENV=production (warns otherwise). Docs at /docs,
     schema at /schema/openapi.json. SIGTERM stops it gracefully within SHUTDOWN_GRACE_SECONDS.
     """
+    from app import serving
     from config.logging import log_config
 
     settings = load_settings()
@@ -286,6 +283,7 @@ def createtoken(user_id: str, expires: timedelta) -> None:
     Signed with BETTER_AUTH_SECRET (or the development secret in DATA_DIR). Not in JWKS mode
     (JWT_JWKS_URL set): only Better Auth's keys sign tokens then.
     """
+    from app.auth.tokens import InvalidTokenError, issue_token, user_id_from_claims
 
     settings = load_settings()
     if settings.jwt_jwks_url:
@@ -385,6 +383,8 @@ def purgekeys() -> None:
     async def purge() -> int:
         from datetime import UTC, datetime
 
+        from db.database import open_database
+        from db.idempotency import purge_every_users_expired_keys
 
         opened = open_database(settings.database_url, settings.db_options, pooler=settings.database_pooler)
         try:
@@ -413,6 +413,8 @@ def purgetrash() -> None:
     async def purge() -> tuple[int, int]:
         from datetime import UTC, datetime
 
+        from db.database import open_database
+        from db.feed import purge_every_users_old_tombstones, purge_every_users_old_trash
 
         now = datetime.now(UTC)
         opened = open_database(settings.database_url, settings.db_options, pooler=settings.database_pooler)
@@ -469,6 +471,7 @@ def shell() -> None:
     from sqlalchemy import select, text
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from db.database import open_database
     from db.models import IdempotencyKey, Task
 
     settings = load_settings()

@@ -195,7 +195,9 @@ def _annotations(struct: type[msgspec.Struct]) -> dict[str, Any]:
     return get_type_hints(struct, include_extras=True)
 
 
-def _field_errors(struct: type[msgspec.Struct], field: mi.Field, document: dict[str, Any]) -> list[FieldError]:
+def _field_errors(  # noqa: PLR0911 - one return per finding
+    struct: type[msgspec.Struct], field: mi.Field, document: dict[str, Any]
+) -> list[FieldError]:
     name = field.encode_name
     if name not in document:
         return [FieldError(name, "is required", "body")] if field.required else []
@@ -208,6 +210,11 @@ def _field_errors(struct: type[msgspec.Struct], field: mi.Field, document: dict[
         if isinstance(exc.__cause__, InvalidFieldsError):
             return exc.__cause__.errors
         items = _list_type(field.type)
+        inner = items.type if isinstance(items, mi.Metadata) else items
+        if isinstance(inner, mi.StructType) and isinstance(value, list):  # a list of objects (a batch's operations)
+            errors = _item_errors(name, inner.cls, value)
+            if errors:
+                return errors
         if items is not None and isinstance(value, list):
             errors = [
                 FieldError(f"{name}[{index}]", f"must be {expected(items)}", "body")
@@ -218,6 +225,19 @@ def _field_errors(struct: type[msgspec.Struct], field: mi.Field, document: dict[
                 return errors
         return [FieldError(name, f"must be {expected(field.type)}", "body")]
     return []
+
+
+def _item_errors(name: str, struct: type[msgspec.Struct], items: list[Any]) -> list[FieldError]:
+    """Every bad member of every object of a list, named ``name[i].member``."""
+    errors: list[FieldError] = []
+    for index, item in enumerate(items):
+        where = f"{name}[{index}]"
+        if not isinstance(item, dict):
+            errors.append(FieldError(where, f"must be a JSON object, not {_json_kind(item)}", "body"))
+            continue
+        for member in _fields(struct):
+            errors += [FieldError(f"{where}.{e.field}", e.message, "body") for e in _field_errors(struct, member, item)]
+    return errors
 
 
 def _accepts(info: mi.Type, value: Any) -> bool:

@@ -10,7 +10,7 @@ An operation names its task by ``id`` or by the ``ref`` of an earlier ``create``
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from advanced_alchemy.exceptions import NotFoundError
@@ -24,7 +24,7 @@ from app.errors import ProblemAnswerError, ProblemDetail, invalid_request_proble
 from app.openapi import BEARER_SCHEME, ApiOperation, problem_responses
 from app.ratelimit.plugin import RATE_LIMIT_HEADERS
 from app.tasks.controller import MAX_TASK_ID, TOGGLE_COMPLETED, Tasks, provide_tasks
-from app.tasks.etags import if_match_versions
+from app.tasks.etags import etag, if_match_versions
 from app.tasks.idempotency import Created, IdempotencyKeyHeader, create_once
 from app.tasks.schemas import TaskCompletion, TaskCreate, TaskRead, TaskUpdate
 from app.validation import FieldError, InvalidRequestError, StructBody, decode_body
@@ -32,6 +32,7 @@ from db.database import Database, Executor, Row
 from db.owned import StaleVersionError
 from db.repositories import TaskRepository
 
+T = TypeVar("T")
 MAX_OPERATIONS = 100
 MAX_REF_LENGTH = 100
 Operation = Literal["create", "update", "complete", "delete", "restore"]
@@ -60,6 +61,7 @@ class BatchResult(Struct, kw_only=True, omit_defaults=True):
     status: int
     ref: str | None = None
     task: TaskRead | None = None
+    etag: str | None = None  # the task's ETag, as the single route's header (for the next if_match)
     problem: ProblemDetail | None = None
 
 
@@ -105,14 +107,16 @@ async def _run(tasks: TaskRepository, index: int, operation: BatchOperation, ref
     """One operation, as its single-task route would run it."""
     op = operation.op
     if op == "create":
-        if operation.id is not None or operation.if_match is not None:
+        if operation.id is not None:
             raise _invalid(index, "id", "a create names no task (give it a `ref` to name it later)")
+        if operation.if_match is not None:
+            raise _invalid(index, "if_match", "a create has no earlier version to match")
         if operation.ref is not None and operation.ref in refs:
             raise _invalid(index, "ref", "is already the ref of an earlier create in this batch")
         task = await tasks.insert_row(_data(index, operation, TaskCreate).values())
         if operation.ref is not None:
             refs[operation.ref] = task["id"]
-        return BatchResult(status=201, ref=operation.ref, task=TaskRead.from_row(task))
+        return BatchResult(status=201, ref=operation.ref, task=TaskRead.from_row(task), etag=etag(task))
     task_id = _target(index, operation, refs)
     try:
         versions = if_match_versions(operation.if_match, task_id)
@@ -130,9 +134,9 @@ async def _run(tasks: TaskRepository, index: int, operation: BatchOperation, ref
         row = None
     else:  # restore
         row = await tasks.restore(task_id, versions=versions)
-    return BatchResult(
-        status=204 if row is None else 200, ref=operation.ref, task=None if row is None else TaskRead.from_row(row)
-    )
+    if row is None:
+        return BatchResult(status=204, ref=operation.ref)
+    return BatchResult(status=200, ref=operation.ref, task=TaskRead.from_row(row), etag=etag(row))
 
 
 def _target(index: int, operation: BatchOperation, refs: dict[str, int]) -> int:
@@ -146,10 +150,12 @@ def _target(index: int, operation: BatchOperation, refs: dict[str, int]) -> int:
     return refs[operation.ref]
 
 
-async def run_batch(tasks: TaskRepository, batch: BatchRequest) -> list[BatchResult]:
+async def run_batch(tasks: TaskRepository, batch: BatchRequest, *, transaction: bool) -> list[BatchResult]:
     """Every operation in order; an atomic batch raises :class:`_BatchFailedError` at its first failure."""
     refs: dict[str, int] = {}
     results: list[BatchResult] = []
+    if transaction:  # lock the named tasks first, in id order (see TaskRepository.lock)
+        await tasks.lock([operation.id for operation in batch.operations if operation.id is not None])
     for index, operation in enumerate(batch.operations):
         try:
             result = await _run(tasks, index, operation, refs)
@@ -165,7 +171,36 @@ async def run_batch(tasks: TaskRepository, batch: BatchRequest) -> list[BatchRes
 
 def _failure(operation: BatchOperation, response: Response[ProblemDetail]) -> BatchResult:
     body = response.content
-    return BatchResult(status=body.status, ref=operation.ref, problem=body, task=body.task)
+    tag = response.headers.get("ETag") if body.task is not None else None
+    return BatchResult(status=body.status, ref=operation.ref, problem=body, task=body.task, etag=tag)
+
+
+class BatchBody(StructBody[T]):
+    """The batch body, decoded strictly like every body, except that an operation's ``id`` may be written as a
+    JSON number with a zero fraction (``5.0``): JSON Schema counts that as an integer, and so do we."""
+
+    def decode_bytes(self, value: bytes) -> Any:
+        """The body with integral ``id`` numbers made integers, then decoded as every body is."""
+        return super().decode_bytes(_integral_ids(value))
+
+
+def _integral_ids(raw: bytes) -> bytes:
+    if b"." not in raw and b"e" not in raw and b"E" not in raw:  # no number with a fraction or exponent
+        return raw
+    try:
+        document = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return raw  # the decoder names what is wrong
+    operations = document.get("operations") if isinstance(document, dict) else None
+    if not isinstance(operations, list):
+        return raw
+    changed = False
+    for operation in operations:
+        value = operation.get("id") if isinstance(operation, dict) else None
+        if isinstance(value, float) and value.is_integer():
+            operation["id"] = int(value)
+            changed = True
+    return msgspec.json.encode(document) if changed else raw
 
 
 class BatchController(Controller):
@@ -177,7 +212,7 @@ class BatchController(Controller):
     security = [{BEARER_SCHEME: []}]
     response_headers = RATE_LIMIT_HEADERS
     dependencies = {"tasks": Provide(provide_tasks)}
-    dto = StructBody
+    dto = BatchBody
     return_dto = None
 
     @post(
@@ -206,7 +241,7 @@ class BatchController(Controller):
         database: Database = request.app.state.database
 
         async def execute(transaction: Executor) -> Created:
-            results = await run_batch(tasks.bound_to(transaction), data)
+            results = await run_batch(tasks.bound_to(transaction), data, transaction=True)
             return Created(status=200, headers={}, body=msgspec.json.encode(BatchResponse(results=results)))
 
         try:
@@ -214,9 +249,9 @@ class BatchController(Controller):
                 body = await request.body()
                 return await create_once(database, tasks.owner_id, idempotency_key, body, execute)  # type: ignore[return-value]
             if not data.atomic:
-                return Response(BatchResponse(results=await run_batch(tasks, data)))
+                return Response(BatchResponse(results=await run_batch(tasks, data, transaction=False)))
             async with database.transaction() as transaction:
-                results = await run_batch(tasks.bound_to(transaction), data)
+                results = await run_batch(tasks.bound_to(transaction), data, transaction=True)
             return Response(BatchResponse(results=results))
         except _BatchFailedError as failed:
             raise ProblemAnswerError(_atomic_failure(failed)) from None
@@ -228,9 +263,9 @@ def _atomic_failure(failed: _BatchFailedError) -> Response[ProblemDetail]:
     field = f"operations[{failed.index}]"
     details = reason.errors or [FieldError(field, reason.detail, "body")]
     errors = [FieldError(e.field if e.field.startswith(field) else field, e.message, "body") for e in details]
+    # No ``task``: a current task read inside the rolled-back transaction may show this batch's own writes.
     return problem(
         409,
         f"{field} failed ({reason.status} {reason.title}): nothing in this batch was written.",
         errors=errors,
-        task=reason.task,
     )

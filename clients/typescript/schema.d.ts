@@ -247,6 +247,7 @@ export interface components {
             status: number;
             ref?: string | null;
             task?: components["schemas"]["TaskRead"] | null;
+            etag?: string | null;
             problem?: components["schemas"]["ProblemDetail"] | null;
         };
         /** Changes */

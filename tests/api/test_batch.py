@@ -52,6 +52,9 @@ async def test_the_issues_example(client: Client, auth: Auth, new_user: Any) -> 
     assert (results[1]["task"]["id"], results[1]["task"]["priority"]) == (created["id"], "high")
     assert results[2]["problem"]["type"].endswith(":precondition-failed")
     assert results[2]["task"]["title"] == "five v2"  # the current task, to merge with
+    assert results[2]["etag"] == f'"{five["id"]}-2"'  # and its tag, for the next if_match
+    assert results[0]["etag"] == f'"{created["id"]}-1"'
+    assert results[1]["etag"] == f'"{created["id"]}-2"'
     assert results[3]["task"]["completed"] is True
     assert "task" not in results[4]
     assert results[5]["problem"]["status"] == 404
@@ -82,6 +85,7 @@ async def test_an_atomic_batch_writes_nothing_when_one_operation_fails(
     problem = response.json()
     assert [e["field"] for e in problem["errors"]] == ["operations[2]"]
     assert "operations[2]" in problem["detail"]
+    assert "task" not in problem  # nothing of the rolled-back batch is shown as if it were stored
     assert await _titles(client, auth, user) == {task["id"]: "before"}
     changed = (await client.get(f"/api/{user}/changes", params={"cursor": feed}, headers=auth(user))).json()
     assert (changed["tasks"], changed["deleted"]) == ([], [])  # nothing moved in the feed either
@@ -173,3 +177,45 @@ async def test_a_batch_needs_the_users_own_token(client: Client, auth: Auth, new
     body = {"operations": [{"op": "create", "data": {"title": "x"}}]}
     assert (await client.post(f"/api/{user}/batch", json=body)).status_code == 401
     assert (await client.post(f"/api/{user}/batch", json=body, headers=auth(other))).status_code == 403
+
+
+async def test_a_malformed_operation_is_named(client: Client, auth: Auth, new_user: Any) -> None:
+    user = new_user()
+    body = {
+        "operations": [
+            {"op": "create", "data": {"title": "fine"}},
+            {"op": "update", "id": 0, "data": {"title": "x"}},
+            {"op": "explode"},
+            7,
+        ]
+    }
+    response = await client.post(f"/api/{user}/batch", json=body, headers=auth(user))
+    assert response.status_code == 400
+    assert [e["field"] for e in response.json()["errors"]] == ["operations[1].id", "operations[2].op", "operations[3]"]
+    assert "complete" in response.json()["errors"][1]["message"]  # the allowed values are listed
+    assert await _titles(client, auth, user) == {}  # a body that does not fit the schema writes nothing
+
+
+async def test_an_integral_number_is_an_integer_id(client: Client, auth: Auth, new_user: Any) -> None:
+    """JSON Schema counts 5.0 as an integer; so does the batch. 5.5 is not one."""
+    user = new_user()
+    task = await _create(client, auth, user, "t")
+    tid = task["id"]
+    raw = f'{{"operations": [{{"op": "complete", "id": {tid}.0}}, {{"op": "complete", "id": {tid}.5}}]}}'
+    response = await client.post(
+        f"/api/{user}/batch", content=raw, headers={**auth(user), "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert [e["field"] for e in response.json()["errors"]] == ["operations[1].id"]
+    raw = f'{{"operations": [{{"op": "complete", "id": {tid}.0}}]}}'
+    response = await client.post(
+        f"/api/{user}/batch", content=raw, headers={**auth(user), "Content-Type": "application/json"}
+    )
+    assert [r["status"] for r in response.json()["results"]] == [200]
+
+
+async def test_create_with_if_match_names_if_match(client: Client, auth: Auth, new_user: Any) -> None:
+    user = new_user()
+    body = {"operations": [{"op": "create", "if_match": '"1-1"', "data": {"title": "x"}}]}
+    response = await client.post(f"/api/{user}/batch", json=body, headers=auth(user))
+    assert response.json()["results"][0]["problem"]["errors"][0]["field"] == "operations[0].if_match"

@@ -74,15 +74,20 @@ def test_migrate_says_what_it_applied_and_showmigrations_marks_them(tmp_path: Pa
         "[ ] 0002_priority_due_date_tags",
         "[ ] 0003_task_version",
         "[ ] 0004_idempotency_keys",
+        "[ ] 0005_change_feed_and_trash",
     ]
     partial = manage("migrate", "--revision", "0002", env=env)
     assert partial.returncode == 0, partial.stderr
     assert partial.stdout.splitlines() == ["Applied 0001_create_tasks", "Applied 0002_priority_due_date_tags"]
     rest = manage("migrate", env=env)
-    assert rest.stdout.splitlines() == ["Applied 0003_task_version", "Applied 0004_idempotency_keys"]
+    assert rest.stdout.splitlines() == [
+        "Applied 0003_task_version",
+        "Applied 0004_idempotency_keys",
+        "Applied 0005_change_feed_and_trash",
+    ]
     assert manage("migrate", env=env).stdout.splitlines() == ["No migrations to apply."]
     after = manage("showmigrations", env=env)
-    assert after.stdout.splitlines()[-1] == "[X] 0004_idempotency_keys"
+    assert after.stdout.splitlines()[-1] == "[X] 0005_change_feed_and_trash"
     assert all(line.startswith("[X] ") for line in after.stdout.splitlines())
 
 

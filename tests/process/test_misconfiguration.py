@@ -89,7 +89,7 @@ def test_check_passes_with_the_right_password(cluster: Cluster, tmp_path: Path) 
     url = cluster.url("todo", user="app", password=PASSWORD)
     result = manage("check", env=cli_env(tmp_path, DATABASE_URL=url))
     assert "database: ok" in result.stdout, result.stderr
-    assert "migrations: 4 pending" in result.stderr  # reached the database: only the schema is missing
+    assert "migrations: 5 pending" in result.stderr  # reached the database: only the schema is missing
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -170,7 +170,7 @@ async def test_an_unmigrated_schema_is_not_ready_and_named_in_the_log(
         ready = await client.get("/health/ready")
         assert ready.status_code == 503
         assert ready.json()["detail"] == (
-            "The database schema is behind: 4 migration(s) not applied (0001, 0002, 0003, 0004); "
+            "The database schema is behind: 5 migration(s) not applied (0001, 0002, 0003, 0004, 0005); "
             "run `uv run manage.py migrate`."
         )
         for _ in range(2):
@@ -202,7 +202,7 @@ def test_production_serve_refuses_pending_migrations(tmp_path: Path) -> None:
     result = manage("serve", "--port", "1", env=env, timeout=60)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "error: 4 migration(s) not applied (0001, 0002, 0003, 0004); run `uv run manage.py migrate` before "
+        "error: 5 migration(s) not applied (0001, 0002, 0003, 0004, 0005); run `uv run manage.py migrate` before "
         "serving (APP_ENV=production)"
     )
     assert "Serving on" not in result.stdout

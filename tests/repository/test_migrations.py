@@ -112,3 +112,58 @@ def test_task_version_starts_at_1_for_existing_rows(empty_database: str) -> None
     downgrade(empty_database, "0002")
     [row] = asyncio.run(run("SELECT * FROM tasks"))
     assert "version" not in row
+
+
+def test_0005_numbers_existing_rows_per_user_and_keeps_ids_unique(empty_database: str) -> None:
+    """0005 numbers each user's existing tasks in the order they were last written, starts each user's feed
+    there, and from then on (SQLite too) never hands a deleted task's id to a new one."""
+    upgrade(empty_database, "0004")
+
+    async def run(*statements: str) -> list[dict[str, object]]:
+        engine = create_engine(empty_database)
+        try:
+            async with engine.begin() as connection:
+                rows: list[dict[str, object]] = []
+                for sql in statements:
+                    result = await connection.execute(text(sql))
+                    rows = [dict(row._mapping) for row in result.all()] if result.returns_rows else []
+                return rows
+        finally:
+            await engine.dispose()
+
+    insert = (
+        "INSERT INTO tasks (user_id, title, completed, created_at, updated_at)"
+        " VALUES ('{user}', '{title}', false, '2026-01-01', '{updated}')"
+    )
+    asyncio.run(
+        run(
+            insert.format(user="a", title="a-late", updated="2026-03-01"),
+            insert.format(user="a", title="a-early", updated="2026-02-01"),
+            insert.format(user="b", title="b-only", updated="2026-01-15"),
+            insert.format(user="a", title="a-middle", updated="2026-02-15"),
+        )
+    )
+    upgrade(empty_database, "0005")
+    rows = asyncio.run(run("SELECT user_id, title, change_seq FROM tasks ORDER BY user_id, change_seq"))
+    assert [(r["user_id"], r["title"], r["change_seq"]) for r in rows] == [
+        ("a", "a-early", 1),
+        ("a", "a-middle", 2),
+        ("a", "a-late", 3),
+        ("b", "b-only", 1),
+    ]
+    feeds = asyncio.run(run("SELECT user_id, last_seq FROM task_feeds ORDER BY user_id"))
+    assert [(f["user_id"], f["last_seq"]) for f in feeds] == [("a", 3), ("b", 1)]
+
+    # The next write of "a" is number 4; a deleted task leaves a tombstone and its id is never reused.
+    newest = asyncio.run(run("SELECT max(id) AS id FROM tasks"))[0]["id"]
+    asyncio.run(run(f"DELETE FROM tasks WHERE id = {newest}"))  # noqa: S608 - an integer from the database
+    created = asyncio.run(
+        run(
+            insert.format(user="a", title="after", updated="2026-04-01"),
+            "SELECT id, change_seq FROM tasks WHERE title = 'after'",
+        )
+    )[0]
+    assert int(str(created["id"])) > int(str(newest))
+    stones = asyncio.run(run("SELECT user_id, task_id, change_seq FROM task_tombstones"))
+    assert [(s["user_id"], s["task_id"]) for s in stones] == [("a", newest)]
+    assert (stones[0]["change_seq"], created["change_seq"]) == (4, 5)

@@ -18,6 +18,7 @@ from typing import Any, cast
 import pytest
 from advanced_alchemy.exceptions import NotFoundError
 from sqlalchemy import bindparam, or_, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -326,6 +327,22 @@ async def probe_upsert_many(w: World) -> None:
 async def probe_get_or_upsert(w: World) -> None:
     with pytest.raises(OwnerScopeError):
         await w.mallory.get_or_upsert(id=w.alice_tasks[0], title="defaced")
+
+
+async def probe_lock(w: World) -> None:
+    postgres = w.engine.dialect.name == "postgresql"
+    async with w.database.transaction() as transaction:
+        await w.mallory.bound_to(transaction).lock([*w.alice_tasks, w.mallory_task])
+        if postgres:  # alice's rows stay free; mallory's own row is locked
+            async with w.engine.connect() as other:
+                for task_id in w.alice_tasks:
+                    await other.execute(text("SELECT id FROM tasks WHERE id = :id FOR UPDATE NOWAIT"), {"id": task_id})
+                await other.rollback()
+                with pytest.raises(DBAPIError):
+                    await other.execute(
+                        text("SELECT id FROM tasks WHERE id = :id FOR UPDATE NOWAIT"), {"id": w.mallory_task}
+                    )
+                await other.rollback()
 
 
 async def probe_in_view(w: World) -> None:

@@ -131,13 +131,15 @@ def upgrade() -> None:
     op.create_index("ix_task_tombstones_user_id_change_seq", "task_tombstones", ["user_id", "change_seq"])
     op.create_index("ix_task_tombstones_deleted_at", "task_tombstones", ["deleted_at"])
     # Number the existing rows per user in the order they were last written, then start each feed there.
+    # One pass over the table (UPDATE … FROM a numbered copy, a hash join): a correlated subquery would number
+    # the whole table again for every row.
     op.execute(
         """
-        UPDATE tasks SET change_seq = (
-            SELECT numbered.seq FROM (
-                SELECT id, row_number() OVER (PARTITION BY user_id ORDER BY updated_at, id) AS seq FROM tasks
-            ) AS numbered WHERE numbered.id = tasks.id
-        )
+        UPDATE tasks SET change_seq = numbered.seq
+        FROM (
+            SELECT id, row_number() OVER (PARTITION BY user_id ORDER BY updated_at, id) AS seq FROM tasks
+        ) AS numbered
+        WHERE numbered.id = tasks.id
         """
     )
     op.execute("INSERT INTO task_feeds (user_id, last_seq) SELECT user_id, max(change_seq) FROM tasks GROUP BY user_id")

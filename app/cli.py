@@ -157,6 +157,7 @@ def migrate(revision: str) -> None:
 
     settings = load_settings()
     database = rendered(settings.migrations_url)
+    click.echo(f"Migrating {database}", err=True)  # which host: Neon's direct one, not the -pooler
     try:
         before = run(_pending(settings, settings.migrations_url))
         upgrade(settings.migrations_url, revision, pooler=settings.database_pooler)

@@ -253,7 +253,7 @@ async def test_the_whole_api_under_load_through_pgbouncer_with_direct_migrations
     logins = pgbouncer.log().count("login attempt")
     migrated = await asyncio.to_thread(manage, "migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
-    assert f":{make_url(empty_database).port or 5432}/" in migrated.stdout  # reported: the direct URL
+    assert f":{make_url(empty_database).port or 5432}/" in migrated.stderr  # reported: the direct URL
     assert pgbouncer.log().count("login attempt") == logins  # nothing of the migration went through PgBouncer
     checked = await asyncio.to_thread(manage, "check", env=env)  # through PgBouncer: the migrations are there
     assert checked.returncode == 0, checked.stderr

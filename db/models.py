@@ -47,6 +47,11 @@ class Priority(enum.IntEnum):
 
 
 metadata = orm_registry.metadata
+LIVE: dict[str, Any] = {
+    "postgresql_where": text("deleted_at IS NULL"),
+    "sqlite_where": text("deleted_at IS NULL"),
+}
+"""Index options for an index of live tasks only (the ones every list reads)."""
 
 
 class Task(IdentityAuditBase):
@@ -59,13 +64,15 @@ class Task(IdentityAuditBase):
     __tablename__ = "tasks"
     __table_args__ = (
         # Newest-first listing of one owner's tasks, optionally by status; PostgreSQL scans these backwards.
-        Index("ix_tasks_user_id_created_at_id", "user_id", "created_at", "id"),
-        Index("ix_tasks_user_id_completed_created_at_id", "user_id", "completed", "created_at", "id"),
+        # Every list reads live tasks only (``deleted_at IS NULL``, the repository's default view), so these
+        # indexes hold live tasks only: the trash never costs a list anything, and counts stay index-only.
+        Index("ix_tasks_user_id_created_at_id", "user_id", "created_at", "id", **LIVE),
+        Index("ix_tasks_user_id_completed_created_at_id", "user_id", "completed", "created_at", "id", **LIVE),
         # One index per sort order, so every sorted page is a range scan within one owner's rows.
-        Index("ix_tasks_user_id_updated_at_id", "user_id", "updated_at", "id"),
-        Index("ix_tasks_user_id_title_id", "user_id", "title", "id"),
-        Index("ix_tasks_user_id_due_date_id", "user_id", "due_date", "id"),
-        Index("ix_tasks_user_id_priority_id", "user_id", "priority", "id"),
+        Index("ix_tasks_user_id_updated_at_id", "user_id", "updated_at", "id", **LIVE),
+        Index("ix_tasks_user_id_title_id", "user_id", "title", "id", **LIVE),
+        Index("ix_tasks_user_id_due_date_id", "user_id", "due_date", "id", **LIVE),
+        Index("ix_tasks_user_id_priority_id", "user_id", "priority", "id", **LIVE),
         # The change feed (every write, in the order the user's writes committed) and the trash.
         Index("ix_tasks_user_id_change_seq", "user_id", "change_seq"),
         Index("ix_tasks_user_id_deleted_at_id", "user_id", "deleted_at", "id"),

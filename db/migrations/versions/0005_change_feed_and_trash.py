@@ -26,6 +26,16 @@ down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+_LIVE = sa.text("deleted_at IS NULL")
+_LIST_INDEXES = {
+    "ix_tasks_user_id_created_at_id": ["user_id", "created_at", "id"],
+    "ix_tasks_user_id_completed_created_at_id": ["user_id", "completed", "created_at", "id"],
+    "ix_tasks_user_id_updated_at_id": ["user_id", "updated_at", "id"],
+    "ix_tasks_user_id_title_id": ["user_id", "title", "id"],
+    "ix_tasks_user_id_due_date_id": ["user_id", "due_date", "id"],
+    "ix_tasks_user_id_priority_id": ["user_id", "priority", "id"],
+}
+
 _POSTGRES_TRIGGERS = [
     """
     CREATE FUNCTION tasks_next_change_seq() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -112,6 +122,11 @@ def upgrade() -> None:
     else:
         for column in columns:
             op.add_column("tasks", column)
+    # The list indexes hold live tasks only (every list reads ``deleted_at IS NULL``): trashed tasks never
+    # cost a list anything, and a list's count stays an index-only scan.
+    for name, indexed in _LIST_INDEXES.items():
+        op.drop_index(name, table_name="tasks")
+        op.create_index(name, "tasks", indexed, postgresql_where=_LIVE, sqlite_where=_LIVE)
     op.create_index("ix_tasks_user_id_change_seq", "tasks", ["user_id", "change_seq"])
     op.create_index("ix_tasks_user_id_deleted_at_id", "tasks", ["user_id", "deleted_at", "id"])
     op.create_table(
@@ -165,6 +180,9 @@ def downgrade() -> None:
     op.drop_table("task_feeds")
     op.drop_index("ix_tasks_user_id_deleted_at_id", table_name="tasks")
     op.drop_index("ix_tasks_user_id_change_seq", table_name="tasks")
+    for name, indexed in _LIST_INDEXES.items():
+        op.drop_index(name, table_name="tasks")
+        op.create_index(name, "tasks", indexed)
     with op.batch_alter_table("tasks", table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.drop_column("deleted_at")
         batch.drop_column("change_seq")

@@ -1,7 +1,11 @@
 """Does the time of a list grow with the table? Time the app's own list query at two table sizes.
 
-The change feed is timed the same way: the first page of an initial sync (``feed: initial``) and a page of
-the last 20 changes after a cursor (``feed: after cursor``), through ``db.feed.changes``.
+Before timing, the chosen users' rows are read once in each database, so both are timed with those rows in
+PostgreSQL's buffers: what is compared is the statements' work, not whether the first variant that reads
+table rows (the index-only ones read none) found them cached. Each user's fastest try counts (slower ones
+are this machine's noise). The change feed is timed the same way: the first page of an initial sync
+(``feed: initial``) and a page of the last 20 changes after a cursor (``feed: after cursor``), through
+``db.feed.changes``.
 
 Both databases hold users with the same number of tasks each (seed them with ``bench.seed``: for example
 100 users x 100 tasks = 10k, and 10,000 users x 100 tasks = 1M). For each list variant this calls
@@ -24,7 +28,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.tasks.listing import ListQuery
@@ -52,16 +56,24 @@ VARIANTS: dict[str, dict[str, object]] = {
 FEED_VARIANTS = ("feed: initial", "feed: after cursor")
 
 
+def _keep_best(best: dict[str, float], owner: str, started: float) -> None:
+    elapsed = (time.perf_counter() - started) * 1000
+    best[owner] = min(best.get(owner, elapsed), elapsed)
+
+
 async def time_lists(url: str, users: int, rounds: int) -> dict[str, float]:
-    """Median milliseconds of one page (with its total) per variant, over ``users`` users x ``rounds``."""
+    """Milliseconds of one page (with its total) per variant: each user's fastest of ``rounds`` (the statement's
+    own cost; slower tries are this machine's noise), then the median over ``users`` users."""
     database = open_database(url, DatabaseLimits())
     try:
         async with AsyncSession(database.engine) as session:
             owners = list((await session.scalars(select(Task.user_id).distinct().limit(users * 4))).all())
         chosen = random.Random(7).sample(owners, min(users, len(owners)))  # noqa: S311 - a sample, not a secret
+        async with AsyncSession(database.engine) as session:  # the same cache state in both databases (below)
+            await session.execute(select(func.count(Task.description)).where(Task.user_id.in_(chosen)))
         medians: dict[str, float] = {}
         for name in FEED_VARIANTS:
-            samples: list[float] = []
+            best: dict[str, float] = {}
             for _ in range(rounds):
                 for owner in chosen:
                     tasks = TaskRepository(owner_id=owner, executor=database)
@@ -69,18 +81,18 @@ async def time_lists(url: str, users: int, rounds: int) -> dict[str, float]:
                     after, since = (0, last) if name == "feed: initial" else (max(last - LIMIT, 0), None)
                     started = time.perf_counter()
                     await changes(tasks, after=after, since=since, limit=LIMIT + 1)
-                    samples.append((time.perf_counter() - started) * 1000)
-            medians[name] = statistics.median(samples)
+                    _keep_best(best, owner, started)
+            medians[name] = statistics.median(best.values())
         for name, options in VARIANTS.items():
-            samples = []
+            best = {}
             for _ in range(rounds):
                 for owner in chosen:
                     query = ListQuery(owner=owner, **options)  # type: ignore[arg-type]
                     tasks = TaskRepository(owner_id=owner, executor=database)
                     started = time.perf_counter()
                     await tasks.page(query, limit=LIMIT + 1)
-                    samples.append((time.perf_counter() - started) * 1000)
-            medians[name] = statistics.median(samples)
+                    _keep_best(best, owner, started)
+            medians[name] = statistics.median(best.values())
         return medians
     finally:
         await database.close()

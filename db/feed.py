@@ -8,8 +8,9 @@ that has seen number n has seen every number below it. That is the whole gap-fre
 only have to return rows in number order.
 
 A page is one statement: the owner's tasks (live and trashed) and tombstones numbered after a position,
-merged in number order (``UNION ALL … ORDER BY change_seq LIMIT``), each half read from its
-``(user_id, change_seq)`` index, so its cost does not grow with the table or with other users' rows.
+merged in number order (``UNION ALL … ORDER BY change_seq LIMIT``), each half an ordered range scan of its
+``(user_id, change_seq)`` index limited on its own, so its cost does not grow with the table, with other
+users' rows, or with how many of the owner's rows come later.
 
 An initial sync (no cursor) reads the live tasks only, plus whatever was deleted after it began
 (``since``): a task trashed between two of its pages must still be reported.
@@ -85,7 +86,13 @@ async def changes(tasks: TaskRepository, *, after: int, since: int | None, limit
             began = bindparam("_since", type_=BigInteger())
             live_tasks = live_tasks.where(or_(Task.deleted_at.is_(None), Task.change_seq > began))
             gone = gone.where(TaskTombstone.change_seq > began)
-        merged = union_all(live_tasks, gone).subquery()
+        # Each half limited on its own, in feed order: an ordered range scan of its index that stops after
+        # ``limit`` rows, never a read of all the user's rows to sort them.
+        halves = [
+            select(half.order_by(half.selected_columns.change_seq).limit(bindparam("_limit")).subquery())
+            for half in (live_tasks, gone)
+        ]
+        merged = union_all(*halves).subquery()
         return select(merged).order_by(merged.c.change_seq).limit(bindparam("_limit"))
 
     values: dict[str, Any] = {"_after": after, "_limit": limit}

@@ -164,7 +164,7 @@ class TaskController(Controller):
         headers = {"X-Total-Count": str(total)}
         if len(rows) > limit:
             rows = rows[:limit]
-            headers["Link"] = f'<{_with_cursor(request, query.cursor_after(rows[-1], key))}>; rel="next"'
+            headers["Link"] = next_page_link(request, TASKS_ROUTE, query.cursor_after(rows[-1], key))
         return Response([TaskRead.from_row(row) for row in rows], headers=headers)
 
     @post(
@@ -292,12 +292,12 @@ def _versions(if_match: str | None, task_id: int) -> frozenset[int] | None:
         raise _query_invalid("If-Match", str(exc), source="header") from None
 
 
-def _with_cursor(request: Request[Any, Any, Any], cursor: str) -> str:
-    """This request's path and query with ``cursor`` set: the next page's URL."""
+def next_page_link(request: Request[Any, Any, Any], route: str, cursor: str) -> str:
+    """``Link: <…>; rel="next"``: this request's path (route ``route``) and query with ``cursor`` set."""
     raw = request.scope["query_string"].decode("latin-1")
     params = [(k, v) for k, v in parse_qsl(raw, keep_blank_values=True) if k != "cursor"]  # the client's order
-    path = _route_path(request.app, TASKS_ROUTE).format(user_id=quote(request.user, safe=""))  # like Location
-    return f"{path}?{urlencode([*params, ('cursor', cursor)])}"
+    path = _route_path(request.app, route).format(user_id=quote(request.user, safe=""))  # like Location
+    return f'<{path}?{urlencode([*params, ("cursor", cursor)])}>; rel="next"'
 
 
 def task_response(task: Row, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[TaskRead]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import ResponseHeader
@@ -28,9 +27,10 @@ from app.access import BEARER
 from app.errors import ProblemAnswerError, problem
 from app.openapi import BEARER_SCHEME, ApiOperation, problem_responses
 from app.ratelimit.plugin import RATE_LIMIT_HEADERS
-from app.tasks.controller import TaskId, Tasks, provide_tasks, task_response
+from app.tasks import list_request as listed
+from app.tasks.controller import TaskId, Tasks, next_page_link, provide_tasks, task_response
 from app.tasks.cursors import InvalidCursorError, seal, unseal
-from app.tasks.list_request import MAX_CURSOR_LENGTH, MAX_PAGE_SIZE
+from app.tasks.list_request import MAX_CURSOR_LENGTH
 from app.tasks.openapi import ETAG_HEADER
 from app.tasks.schemas import Changes, DeletedTask, TaskRead, TrashedTaskRead
 from app.validation import InvalidRequestError
@@ -52,14 +52,6 @@ FeedCursor = Annotated[
         description="The `cursor` of the previous answer; none for an initial sync.", max_length=MAX_CURSOR_LENGTH
     ),
 ]
-TrashLimit = Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE, description="Page size.")]
-TrashCursor = Annotated[
-    str | None, Parameter(description="From a previous page's `Link` header.", max_length=MAX_CURSOR_LENGTH)
-]
-
-
-class CursorExpiredError(Exception):
-    """The cursor is older than the deletions the server remembers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +179,8 @@ class SyncController(Controller):
         self,
         request: Request[str, Any, Any],
         tasks: Tasks,
-        limit: TrashLimit = DEFAULT_FEED_PAGE,
-        cursor: TrashCursor = None,
+        limit: listed.Limit = listed.DEFAULT_PAGE_SIZE,
+        cursor: listed.Cursor = None,
     ) -> Response[list[TrashedTaskRead]]:
         """List the trash."""
         key: bytes = request.app.state.cursor_key
@@ -199,11 +191,7 @@ class SyncController(Controller):
         headers = {"X-Total-Count": str(total)}
         if len(rows) > limit:
             rows = rows[:limit]
-            following = TrashPage.cursor_after(rows[-1], request.user, key)
-            path = request.app.route_reverse(TRASH_ROUTE, user_id="{user_id}").format(
-                user_id=quote(request.user, safe="")
-            )
-            headers["Link"] = f'<{path}?{urlencode([("limit", limit), ("cursor", following)])}>; rel="next"'
+            headers["Link"] = next_page_link(request, TRASH_ROUTE, TrashPage.cursor_after(rows[-1], request.user, key))
         return Response([TrashedTaskRead.from_row(row) for row in rows], headers=headers)
 
     @post(

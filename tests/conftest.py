@@ -30,6 +30,7 @@ from db.schema_migrations import upgrade
 from tests.support.environment import IN_CI, clean_env
 from tests.support.postgres import admin, postgres_admin_url
 from tests.support.redis_server import delete_prefix, ping, redis_test_url
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.tokens import TEST_SECRET
 
 
@@ -156,3 +157,12 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     prefix = f"todo-backend-test-{uuid.uuid4().hex[:12]}:"
     yield prefix
     asyncio.run(delete_prefix(redis_url, prefix))
+
+
+@pytest.fixture
+async def proxy(postgres_database: str) -> AsyncIterator[TcpProxy]:
+    """A TCP proxy in front of the test database's server, forwarding until a test says otherwise."""
+    url = make_url(postgres_database)
+    running = await TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
+    yield running
+    await running.close()

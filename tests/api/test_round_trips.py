@@ -11,10 +11,8 @@ transaction. Any extra statement (a ping on every checkout, ``BEGIN``/``ROLLBACK
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -23,7 +21,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import event
@@ -33,6 +30,7 @@ from app.asgi import build_app
 from app.auth.tokens import issue_token
 from config.settings import DatabaseLimits, Settings
 from db.database import PostgresDatabase, SQLiteDatabase
+from tests.support.servers import in_loop_server
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.tokens import TEST_SECRET
 
@@ -85,23 +83,8 @@ def keep_connections_trusted(app: Litestar, alive_window: float) -> None:
 @contextlib.asynccontextmanager
 async def served(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     """``app`` in a real uvicorn server in this event loop (the proxy runs in it too), and a client for it."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_config=None, access_log=False))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(15):
-            while not server.started:
-                if serving.done():
-                    serving.result()
-                await asyncio.sleep(0.01)  # polling a condition, bounded above
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=15) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        async with asyncio.timeout(15):
-            await serving
-        sock.close()
+    async with in_loop_server(app) as url, httpx.AsyncClient(base_url=url, timeout=15) as client:
+        yield client
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 import uuid
 from collections import Counter
@@ -28,7 +27,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
@@ -38,7 +36,7 @@ from config.settings import DatabaseLimits, Settings
 from db.database import PostgresDatabase, open_database
 from db.engine import create_engine
 from db.query import Query
-from tests.support.servers import ServeProcess, serve_env
+from tests.support.servers import ServeProcess, in_loop_server, serve_env
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.tokens import TEST_SECRET, bearer
 
@@ -50,15 +48,6 @@ pytestmark = pytest.mark.postgres
 
 
 # -- fixtures and helpers --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def proxy(postgres_database: str) -> AsyncIterator[TcpProxy]:
-    """A proxy in front of the test database's server, forwarding until a test says otherwise."""
-    url = make_url(postgres_database)
-    running = await TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
-    yield running
-    await running.close()
 
 
 @pytest.fixture
@@ -155,27 +144,13 @@ class Api:
 @contextlib.asynccontextmanager
 async def serve(settings: Settings, proxy: TcpProxy) -> AsyncIterator[Api]:
     """The app in a real uvicorn server on a free port, in this event loop (so the proxy keeps running)."""
-    app = build_app(settings)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_config=None, access_log=False))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(15):
-            while not server.started:
-                if serving.done():
-                    serving.result()
-                await asyncio.sleep(0.01)  # polling a condition, bounded above
-        with recorded_logs() as logs:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as client:
-                yield Api(client, settings, logs)
-    finally:
-        await proxy.up()  # whatever the test left broken, let the pool close its connections
-        server.should_exit = True
-        async with asyncio.timeout(15):
-            await serving
-        sock.close()
+    async with in_loop_server(build_app(settings)) as url:
+        try:
+            with recorded_logs() as logs:
+                async with httpx.AsyncClient(base_url=url, timeout=15) as client:
+                    yield Api(client, settings, logs)
+        finally:
+            await proxy.up()  # whatever the test left broken, let the pool close its connections
 
 
 def assert_unavailable(response: httpx.Response, elapsed: float, password: str) -> None:

@@ -34,14 +34,6 @@ COUNT = Query(text("SELECT count(*) AS n FROM tasks WHERE user_id = :u"))
 
 
 @pytest.fixture
-async def proxy(postgres_database: str) -> AsyncIterator[TcpProxy]:
-    url = make_url(postgres_database)
-    running = await TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
-    yield running
-    await running.close()
-
-
-@pytest.fixture
 def proxied(postgres_database: str, proxy: TcpProxy) -> str:
     return make_url(postgres_database).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
 

@@ -7,16 +7,20 @@ environment of a server on a test database that accepts :func:`tests.support.tok
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil  # type: ignore[import-untyped]  # psutil ships no type information
+import uvicorn
 
 from tests.support.environment import clean_env
 from tests.support.ports import free_port
@@ -136,3 +140,25 @@ class Servers:
         """Stop every server still running (a test's teardown)."""
         for server in self.started:
             server.stop()
+
+
+@contextlib.asynccontextmanager
+async def in_loop_server(app: Any) -> AsyncIterator[str]:
+    """``app`` in a real uvicorn server on a free port in this event loop (so a proxy in the loop keeps running);
+    yields its base URL and stops the server at the end."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_config=None, access_log=False))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(15):
+            while not server.started:
+                if serving.done():
+                    serving.result()
+                await asyncio.sleep(0.01)  # polling a condition, bounded above
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(15):
+            await serving
+        sock.close()
